@@ -1,0 +1,269 @@
+"""Load and validate the TOML config once into frozen settings; secrets come from the environment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from processor import resources
+
+SECURITY_MODES = ("tls", "starttls", "none")
+
+
+class ConfigError(Exception):
+    """A config problem, always naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class Session:
+    number: int
+    theme: str
+    date: dt.date
+    start: dt.time
+    end: dt.time
+    timezone: ZoneInfo
+
+    @property
+    def starts_at(self) -> dt.datetime:
+        # zoneinfo resolves the offset for that very day, so DST needs no special case.
+        return dt.datetime.combine(self.date, self.start, tzinfo=self.timezone)
+
+    @property
+    def ends_at(self) -> dt.datetime:
+        return dt.datetime.combine(self.date, self.end, tzinfo=self.timezone)
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    organiser: str
+    organisation: str
+    timezone: ZoneInfo
+    capacity: int
+    place: str
+    online_link: str
+    contact_email: str
+    trainers: str
+    sessions: tuple[Session, ...]
+
+
+@dataclass(frozen=True)
+class Server:
+    """An IMAP or SMTP server; the password is read from the environment only when needed."""
+
+    section: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    timeout_seconds: float
+    source: Path
+
+    def password(self) -> str:
+        if not self.password_env:
+            return ""
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(
+                f"{self.source}: [{self.section}] password_env: the environment variable "
+                f"{self.password_env} is not set"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Mailbox(Server):
+    address: str = ""
+    folder: str = "INBOX"
+    processed_keyword: str = "$Processed"
+    move_to: str = ""
+    batch_size: int = 50
+
+
+@dataclass(frozen=True)
+class Smtp(Server):
+    from_address: str = ""
+    from_name: str = ""
+    message_id_domain: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: Path
+    event: Event
+    mailbox: Mailbox
+    smtp: Smtp
+    organisers: tuple[str, ...]
+    poll_interval_seconds: int
+    max_retry_delay_seconds: int
+    organisations_file: Path
+    max_participants_per_mail: int
+    templates_dir: Path = field(default_factory=resources.templates_dir)
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset(
+            a.lower() for a in (self.mailbox.address, self.smtp.from_address, *self.organisers) if a
+        )
+
+
+class _Section:
+    """Typed access to one TOML table that names the file and key in every error."""
+
+    def __init__(self, source: Path, name: str, data: Any):
+        self.source, self.name = source, name
+        if not isinstance(data, dict):
+            self.fail("", "must be a table")
+        self.data = data
+
+    def fail(self, key: str, problem: str):
+        where = f"[{self.name}] {key}".rstrip()
+        raise ConfigError(f"{self.source}: {where}: {problem}")
+
+    def get(self, key: str, kind: type, default: Any = ..., *, choices=None):
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "is missing")
+            return default
+        value = self.data[key]
+        # TOML ints are acceptable where a float is asked for; bools are never ints here.
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.fail(key, f"must be a {kind.__name__}, not {value!r}")
+        if choices is not None and value not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def positive(self, key: str, default: Any = ...) -> int:
+        value = self.get(key, int, default)
+        if value <= 0:
+            self.fail(key, f"must be a positive number, not {value}")
+        return value
+
+    def time(self, key: str) -> dt.time:
+        value = self.get(key, str)
+        try:
+            return dt.time.fromisoformat(value)
+        except ValueError:
+            self.fail(key, f"must be a time like \"14:00\", not {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _server_fields(sec: _Section) -> dict:
+    host = sec.get("host", str)
+    security = sec.get("security", str, choices=SECURITY_MODES)
+    if security == "none" and not is_loopback(host):
+        sec.fail("security", f'"none" (plain text) is only allowed for a loopback host, not {host!r}')
+    port = sec.positive("port")
+    return dict(
+        section=sec.name,
+        host=host,
+        port=port,
+        security=security,
+        username=sec.get("username", str, ""),
+        password_env=sec.get("password_env", str, ""),
+        timeout_seconds=sec.get("timeout_seconds", float, 30.0),
+        source=sec.source,
+    )
+
+
+def _event(source: Path, raw: dict) -> Event:
+    sec = _Section(source, "event", raw.get("event", {}))
+    tz_name = sec.get("timezone", str, "Europe/Brussels")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        sec.fail("timezone", f"unknown timezone {tz_name!r}")
+    sessions_raw = raw.get("sessions")
+    if not isinstance(sessions_raw, list) or not sessions_raw:
+        raise ConfigError(f"{source}: [[sessions]]: at least one session is needed")
+    sessions = []
+    for i, item in enumerate(sessions_raw, start=1):
+        s = _Section(source, f"sessions #{i}", item)
+        date = s.get("date", dt.date)
+        start, end = s.time("start"), s.time("end")
+        if end <= start:
+            s.fail("end", "must be after start")
+        sessions.append(Session(s.positive("number"), s.get("theme", str), date, start, end, tz))
+    numbers = [x.number for x in sessions]
+    if len(set(numbers)) != len(numbers):
+        raise ConfigError(f"{source}: [[sessions]] number: session numbers must be unique")
+    return Event(
+        name=sec.get("name", str),
+        organiser=sec.get("organiser", str),
+        organisation=sec.get("organisation", str, ""),
+        timezone=tz,
+        capacity=sec.positive("capacity"),
+        place=sec.get("place", str),
+        online_link=sec.get("online_link", str, ""),
+        contact_email=sec.get("contact_email", str),
+        trainers=sec.get("trainers", str, ""),
+        sessions=tuple(sorted(sessions, key=lambda x: x.starts_at)),
+    )
+
+
+def load(path: str | os.PathLike | None = None) -> Settings:
+    source = Path(path) if path else resources.default_config()
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: the config file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return from_dict(raw, source)
+
+
+def from_dict(raw: dict, source: Path) -> Settings:
+    event = _event(source, raw)
+
+    mb = _Section(source, "mailbox", raw.get("mailbox", {}))
+    mailbox = Mailbox(
+        **_server_fields(mb),
+        address=mb.get("address", str).lower(),
+        folder=mb.get("folder", str, "INBOX"),
+        processed_keyword=mb.get("processed_keyword", str, "$Processed"),
+        move_to=mb.get("move_to", str, ""),
+        batch_size=mb.positive("batch_size", 50),
+    )
+    sm = _Section(source, "smtp", raw.get("smtp", {}))
+    from_address = sm.get("from_address", str).lower()
+    smtp = Smtp(
+        **_server_fields(sm),
+        from_address=from_address,
+        from_name=sm.get("from_name", str, ""),
+        message_id_domain=sm.get("message_id_domain", str, from_address.rpartition("@")[2]),
+    )
+    org = _Section(source, "organisers", raw.get("organisers", {}))
+    organisers = org.get("addresses", list)
+    if not organisers or not all(isinstance(a, str) and "@" in a for a in organisers):
+        org.fail("addresses", "must be a non-empty list of mail addresses")
+    wk = _Section(source, "worker", raw.get("worker", {}))
+    und = _Section(source, "understanding", raw.get("understanding", {}))
+    organisations_file = source.parent / und.get("organisations_file", str, "organisations.toml")
+    return Settings(
+        source=source,
+        event=event,
+        mailbox=mailbox,
+        smtp=smtp,
+        organisers=tuple(a.lower() for a in organisers),
+        poll_interval_seconds=wk.positive("poll_interval_seconds", 60),
+        max_retry_delay_seconds=wk.positive("max_retry_delay_seconds", 3600),
+        organisations_file=organisations_file,
+        max_participants_per_mail=und.positive("max_participants_per_mail", 10),
+    )

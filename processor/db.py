@@ -1,0 +1,431 @@
+"""The only module that talks to SQLite: connections, transactions, numbered migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from processor.clock import iso
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Numbered, named migrations; each runs once, in its own transaction, and is recorded.
+# Never edit one that has shipped: add the next number.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "registry, messages, outbox and event log",
+        """
+        CREATE TABLE mailbox_state (
+            folder       TEXT PRIMARY KEY,
+            uidvalidity  INTEGER NOT NULL,
+            last_uid     INTEGER NOT NULL,
+            updated_at   TEXT NOT NULL
+        );
+
+        -- Every mail fetched, raw, exactly once. identity is the Message-ID, or a hash of the
+        -- bytes when there is none, so a re-poll or a UIDVALIDITY reset adds no second row.
+        CREATE TABLE messages (
+            id               INTEGER PRIMARY KEY,
+            identity         TEXT NOT NULL UNIQUE,
+            folder           TEXT NOT NULL,
+            uidvalidity      INTEGER NOT NULL,
+            uid              INTEGER NOT NULL,
+            message_id       TEXT,
+            arrived_at       TEXT NOT NULL,   -- the server's INTERNALDATE, UTC
+            first_seen_at    TEXT NOT NULL,   -- when we fetched it (INTERNALDATE can be client-set)
+            size             INTEGER NOT NULL,
+            raw              BLOB NOT NULL,
+            state            TEXT NOT NULL DEFAULT 'new'
+                             CHECK (state IN ('new', 'processed', 'review', 'quarantined')),
+            kind             TEXT,
+            reading          TEXT,            -- the understanding, as JSON
+            error            TEXT,
+            processed_at     TEXT,
+            marked_on_server INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (folder, uidvalidity, uid)
+        );
+        CREATE INDEX messages_by_state ON messages (state, arrived_at, uid);
+        CREATE INDEX messages_to_mark ON messages (marked_on_server, state);
+
+        CREATE TABLE registrations (
+            id             INTEGER PRIMARY KEY,
+            email          TEXT NOT NULL,
+            name           TEXT,
+            organisation   TEXT,
+            status         TEXT NOT NULL CHECK (status IN ('confirmed', 'waitlisted', 'cancelled')),
+            -- Queue order: server arrival, then the mail's UID, then the order listed in the mail.
+            arrived_at     TEXT NOT NULL,
+            arrival_uid    INTEGER NOT NULL,
+            arrival_index  INTEGER NOT NULL,
+            message_id     INTEGER REFERENCES messages (id),
+            registered_by  TEXT,
+            created_at     TEXT NOT NULL,
+            updated_at     TEXT NOT NULL
+        );
+        -- One live registration per address; a cancelled person may sign up again.
+        CREATE UNIQUE INDEX registrations_live_email ON registrations (email)
+            WHERE status != 'cancelled';
+        CREATE INDEX registrations_queue
+            ON registrations (status, arrived_at, arrival_uid, arrival_index);
+
+        CREATE TABLE outbox (
+            id               INTEGER PRIMARY KEY,
+            kind             TEXT NOT NULL,
+            priority         INTEGER NOT NULL,      -- 0 replies, 1 reminders, 2 digest
+            order_key        TEXT NOT NULL,         -- arrival of what it answers
+            sender           TEXT NOT NULL,
+            recipients       TEXT NOT NULL,         -- JSON list of envelope recipients
+            message_id       TEXT NOT NULL UNIQUE,  -- fixed before the first attempt
+            raw              BLOB NOT NULL,
+            registration_id  INTEGER REFERENCES registrations (id),
+            source_message   INTEGER REFERENCES messages (id),
+            state            TEXT NOT NULL DEFAULT 'pending'
+                             CHECK (state IN ('pending', 'sent', 'failed')),
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at  TEXT NOT NULL,
+            last_error       TEXT,
+            created_at       TEXT NOT NULL,
+            sent_at          TEXT
+        );
+        CREATE INDEX outbox_due ON outbox (state, priority, order_key, id);
+
+        -- What was decided and why; rows are only ever added.
+        CREATE TABLE events (
+            id               INTEGER PRIMARY KEY,
+            at               TEXT NOT NULL,
+            actor            TEXT NOT NULL,
+            action           TEXT NOT NULL,
+            email            TEXT,
+            registration_id  INTEGER,
+            message          INTEGER,
+            reason           TEXT NOT NULL
+        );
+        CREATE INDEX events_by_email ON events (email, id);
+        CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+        CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+        """,
+    ),
+)
+
+
+class AlreadyRunning(Exception):
+    """Another worker holds the database."""
+
+
+def connect(path: str | os.PathLike) -> sqlite3.Connection:
+    """Open the database, bring its schema up to date, and return a connection in autocommit mode.
+
+    Autocommit (isolation_level=None) so that every transaction is explicit: see transaction().
+    """
+    conn = sqlite3.connect(os.fspath(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn)
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE takes the write lock up front, so two processes never decide the same seat."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    done = []
+    for version, name, sql in MIGRATIONS:
+        if version in applied:
+            continue
+        # executescript would commit on its own; run statement by statement inside one transaction.
+        with transaction(conn):
+            if conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+            ).fetchone():
+                continue  # another process migrated first
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, iso(dt.datetime.now(dt.timezone.utc))),
+            )
+        done.append(version)
+    return done
+
+
+def _statements(script: str) -> Iterator[str]:
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
+
+class WorkerLock:
+    """An OS-level lock beside the database: the kernel releases it when the process dies."""
+
+    def __init__(self, db_path: str | os.PathLike):
+        self.path = Path(os.fspath(db_path) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "WorkerLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another worker ({holder}) is already using {self.path.with_suffix('')}; "
+                "stop it first, or use a different --db"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _json_list(value) -> str:
+    import json
+
+    return json.dumps(list(value))
+
+
+class Store:
+    """Every query the program makes, as methods on plain data; callers hold the transaction."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def transaction(self):
+        return transaction(self.conn)
+
+    # -- mailbox position -------------------------------------------------------------------
+    def mailbox_position(self, folder: str) -> tuple[int, int] | None:
+        row = self.conn.execute(
+            "SELECT uidvalidity, last_uid FROM mailbox_state WHERE folder = ?", (folder,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_mailbox_position(self, folder: str, uidvalidity: int, last_uid: int, now: dt.datetime):
+        self.conn.execute(
+            "INSERT INTO mailbox_state (folder, uidvalidity, last_uid, updated_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (folder) DO UPDATE SET"
+            " uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid,"
+            " updated_at = excluded.updated_at",
+            (folder, uidvalidity, last_uid, iso(now)),
+        )
+
+    # -- messages ---------------------------------------------------------------------------
+    def add_message(self, *, identity, folder, uidvalidity, uid, message_id, arrived_at,
+                    first_seen_at, raw: bytes) -> bool:
+        """Store a fetched mail once. A mail already known (by identity) only gets its new
+        location, so that marking it on the server still works after a UIDVALIDITY reset."""
+        cur = self.conn.execute(
+            "INSERT INTO messages (identity, folder, uidvalidity, uid, message_id, arrived_at,"
+            " first_seen_at, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (identity) DO NOTHING",
+            (identity, folder, uidvalidity, uid, message_id, iso(arrived_at), iso(first_seen_at),
+             len(raw), raw),
+        )
+        if cur.rowcount:
+            return True
+        self.conn.execute(
+            "UPDATE OR IGNORE messages SET folder = ?, uidvalidity = ?, uid = ? WHERE identity = ?",
+            (folder, uidvalidity, uid, identity),
+        )
+        return False
+
+    def new_message_ids(self, limit: int) -> list[int]:
+        """Mails to apply, oldest arrival first, then UID: the order seats are given in."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM messages WHERE state = 'new' ORDER BY arrived_at, uid, id LIMIT ?",
+            (limit,),
+        )]
+
+    def message(self, message_id: int) -> sqlite3.Row:
+        return self.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+
+    def finish_message(self, message_id: int, *, state: str, kind: str | None,
+                       reading_json: str | None, error: str | None, now: dt.datetime):
+        self.conn.execute(
+            "UPDATE messages SET state = ?, kind = ?, reading = ?, error = ?, processed_at = ?"
+            " WHERE id = ?",
+            (state, kind, reading_json, error, iso(now), message_id),
+        )
+
+    def messages_to_mark(self, folder: str, uidvalidity: int) -> list[tuple[int, int]]:
+        return [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT id, uid FROM messages WHERE marked_on_server = 0 AND state != 'new'"
+            " AND folder = ? AND uidvalidity = ? ORDER BY uid",
+            (folder, uidvalidity),
+        )]
+
+    def set_marked(self, ids: list[int]):
+        self.conn.executemany(
+            "UPDATE messages SET marked_on_server = 1 WHERE id = ?", [(i,) for i in ids]
+        )
+
+    def is_our_message_id(self, message_id: str) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)
+        ).fetchone() is not None
+
+    # -- registrations ----------------------------------------------------------------------
+    def live_registration(self, email: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM registrations WHERE email = ? AND status != 'cancelled'", (email,)
+        ).fetchone()
+
+    def registration(self, registration_id: int) -> sqlite3.Row:
+        return self.conn.execute(
+            "SELECT * FROM registrations WHERE id = ?", (registration_id,)
+        ).fetchone()
+
+    def add_registration(self, *, email, name, organisation, arrived_at: str, arrival_uid: int,
+                         arrival_index: int, message_id: int | None, registered_by: str | None,
+                         capacity: int, now: dt.datetime) -> int:
+        """The seat decision, in SQL inside the caller's transaction: confirmed while fewer than
+        capacity are confirmed, else waitlisted. A seat once given is never re-decided here, so a
+        mail that turns up late with an older arrival time joins the queue by arrival only."""
+        cur = self.conn.execute(
+            "INSERT INTO registrations (email, name, organisation, status, arrived_at,"
+            " arrival_uid, arrival_index, message_id, registered_by, created_at, updated_at)"
+            " VALUES (?, ?, ?, CASE WHEN (SELECT COUNT(*) FROM registrations"
+            "   WHERE status = 'confirmed') < ? THEN 'confirmed' ELSE 'waitlisted' END,"
+            " ?, ?, ?, ?, ?, ?, ?)",
+            (email, name, organisation, capacity, arrived_at, arrival_uid, arrival_index,
+             message_id, registered_by, iso(now), iso(now)),
+        )
+        return cur.lastrowid
+
+    def waitlist_position(self, registration_id: int) -> int | None:
+        row = self.conn.execute(
+            "SELECT r.status, (SELECT COUNT(*) FROM registrations o WHERE o.status = 'waitlisted'"
+            "   AND (o.arrived_at, o.arrival_uid, o.arrival_index, o.id)"
+            "     <= (r.arrived_at, r.arrival_uid, r.arrival_index, r.id))"
+            " FROM registrations r WHERE r.id = ?",
+            (registration_id,),
+        ).fetchone()
+        return row[1] if row and row[0] == "waitlisted" else None
+
+    def set_status(self, registration_id: int, status: str, now: dt.datetime):
+        self.conn.execute(
+            "UPDATE registrations SET status = ?, updated_at = ? WHERE id = ?",
+            (status, iso(now), registration_id),
+        )
+
+    def first_waiting(self) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM registrations WHERE status = 'waitlisted'"
+            " ORDER BY arrived_at, arrival_uid, arrival_index, id LIMIT 1"
+        ).fetchone()
+
+    def confirmed_count(self) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM registrations WHERE status = 'confirmed'"
+        ).fetchone()[0]
+
+    def registry(self) -> list[sqlite3.Row]:
+        """Confirmed, then the waiting list, then cancelled; each in queue order."""
+        return self.conn.execute(
+            "SELECT * FROM registrations ORDER BY"
+            " CASE status WHEN 'confirmed' THEN 0 WHEN 'waitlisted' THEN 1 ELSE 2 END,"
+            " arrived_at, arrival_uid, arrival_index, id"
+        ).fetchall()
+
+    # -- outbox -----------------------------------------------------------------------------
+    def queue_mail(self, *, kind, priority, order_key, sender, recipients, message_id, raw: bytes,
+                   registration_id, source_message, now: dt.datetime) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO outbox (kind, priority, order_key, sender, recipients, message_id, raw,"
+            " registration_id, source_message, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, priority, order_key, sender, _json_list(recipients), message_id, raw,
+             registration_id, source_message, iso(now), iso(now)),
+        )
+        return cur.lastrowid
+
+    def due_mail(self, now: dt.datetime, limit: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY priority, order_key, id LIMIT ?",
+            (iso(now), limit),
+        ).fetchall()
+
+    def mark_sent(self, outbox_id: int, now: dt.datetime):
+        self.conn.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1,"
+            " last_error = NULL WHERE id = ? AND state = 'pending'",
+            (iso(now), outbox_id),
+        )
+
+    def mark_retry(self, outbox_id: int, error: str, next_attempt_at: dt.datetime):
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (error, iso(next_attempt_at), outbox_id),
+        )
+
+    def mark_failed(self, outbox_id: int, error: str):
+        self.conn.execute(
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (error, outbox_id),
+        )
+
+    def outbox_rows(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+
+    # -- event log --------------------------------------------------------------------------
+    def log(self, *, now: dt.datetime, action: str, reason: str, actor: str = "worker",
+            email: str | None = None, registration_id: int | None = None,
+            message: int | None = None):
+        self.conn.execute(
+            "INSERT INTO events (at, actor, action, email, registration_id, message, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iso(now), actor, action, email, registration_id, message, reason),
+        )
+
+    def events_for(self, email: str) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM events WHERE email = ? ORDER BY id", (email,)
+        ).fetchall()

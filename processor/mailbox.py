@@ -1,0 +1,126 @@
+"""The only module that talks IMAP: new mail since the last UID, with the server's arrival time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Iterator
+
+from imapclient import IMAPClient
+
+from processor.config import Mailbox as MailboxSettings
+
+log = logging.getLogger(__name__)
+
+# BODY.PEEK leaves \Seen alone: fetching must change nothing on the server.
+FETCH_ITEMS = [b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
+
+
+class MailboxError(Exception):
+    """The mailbox could not be reached or refused an operation; the poll is retried later."""
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    uidvalidity: int
+    uid: int
+    arrived_at: dt.datetime      # INTERNALDATE, aware
+    size: int
+    raw: bytes
+
+
+def _tls_context() -> ssl.SSLContext:
+    # Certificate and host name checks stay on; only loopback may go without TLS (config.py).
+    return ssl.create_default_context()
+
+
+class Mailbox:
+    """One IMAP session on the configured folder. Use as a context manager."""
+
+    def __init__(self, settings: MailboxSettings):
+        self.settings = settings
+        self.client: IMAPClient | None = None
+        self.uidvalidity: int | None = None
+
+    def __enter__(self) -> "Mailbox":
+        s = self.settings
+        try:
+            self.client = IMAPClient(
+                s.host, port=s.port, ssl=s.security == "tls",
+                ssl_context=_tls_context() if s.security == "tls" else None,
+                timeout=s.timeout_seconds,
+            )
+            # Aware datetimes straight from the server, not converted to this machine's zone.
+            self.client.normalise_times = False
+            if s.security == "starttls":
+                self.client.starttls(_tls_context())
+            self.client.login(s.username, s.password())
+            info = self.client.select_folder(s.folder)
+        except MailboxError:
+            raise
+        except Exception as exc:
+            self._close()
+            raise MailboxError(f"IMAP {s.host}:{s.port} ({s.folder}): {_describe(exc)}") from exc
+        self.uidvalidity = int(info[b"UIDVALIDITY"])
+        return self
+
+    def __exit__(self, *exc):
+        self._close()
+
+    def _close(self):
+        if self.client is not None:
+            try:
+                self.client.logout()
+            except Exception:  # the connection may already be gone; nothing to save
+                pass
+            self.client = None
+
+    def new_uids(self, after_uid: int) -> list[int]:
+        # "N:*" always matches the highest UID even when it is below N, hence the filter.
+        uids = self.client.search(["UID", f"{after_uid + 1}:*"])
+        return sorted(u for u in uids if u > after_uid)
+
+    def fetch(self, uids: list[int]) -> Iterator[FetchedMail]:
+        """Fetch in batches so a backlog never sits in memory whole."""
+        size = self.settings.batch_size
+        for start in range(0, len(uids), size):
+            batch = uids[start:start + size]
+            try:
+                data = self.client.fetch(batch, FETCH_ITEMS)
+            except Exception as exc:
+                raise MailboxError(f"IMAP fetch failed: {_describe(exc)}") from exc
+            for uid in batch:
+                item = data.get(uid)
+                if item is None or b"BODY[]" not in item:
+                    # Deleted or moved by a person between SEARCH and FETCH: nothing to keep.
+                    log.info("mail UID %s disappeared before it could be fetched", uid)
+                    continue
+                arrived = item[b"INTERNALDATE"]
+                if arrived.tzinfo is None:
+                    arrived = arrived.replace(tzinfo=dt.timezone.utc)
+                raw = item[b"BODY[]"]
+                yield FetchedMail(self.uidvalidity, uid, arrived,
+                                  int(item.get(b"RFC822.SIZE", len(raw))), raw)
+
+    def mark_processed(self, uids: list[int]) -> None:
+        """Flag handled mail (never delete); optionally move it out of the way."""
+        if not uids:
+            return
+        s = self.settings
+        try:
+            self.client.add_flags(uids, [b"\\Seen", s.processed_keyword.encode()])
+            if s.move_to:
+                if self.client.has_capability("MOVE"):
+                    self.client.move(uids, s.move_to)
+                else:
+                    # COPY + EXPUNGE would delete: without MOVE the mail stays where it is.
+                    log.warning("the server has no MOVE; handled mail stays in %s", s.folder)
+        except Exception as exc:
+            raise MailboxError(f"IMAP marking failed: {_describe(exc)}") from exc
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

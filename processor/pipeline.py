@@ -1,0 +1,314 @@
+"""One poll, as data: fetch → understand → apply (ordered steps) → mark on the server → send."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from processor import outbox, registry
+from processor.clock import Clock
+from processor.config import Settings
+from processor.db import Store
+from processor.mailbox import Mailbox, MailboxError
+from processor.understand import load_domain_organisations, understand
+from processor.understand.model import Options, Reading
+
+log = logging.getLogger(__name__)
+
+
+# --- applying one mail: small named steps, in order; the first that returns True ends it ----------
+
+@dataclass
+class Work:
+    store: Store
+    settings: Settings
+    message: object           # sqlite3.Row of the messages table
+    reading: Reading
+    now: dt.datetime
+    outcome: registry.Outcome = field(default_factory=registry.Outcome)
+
+    def note(self, text: str) -> None:
+        self.outcome.notes.append(text)
+
+
+def skip_machines(w: Work) -> bool:
+    """Bounces, auto-replies, lists and robots are recorded and never answered (no mail loops)."""
+    if w.reading.kind in ("bounce", "auto_reply") or not w.reading.replies_allowed:
+        detail = ""
+        if w.reading.bounced_recipients:
+            detail = ": " + ", ".join(w.reading.bounced_recipients)
+        w.store.log(now=w.now, action=f"received_{w.reading.kind}", email=w.reading.sender,
+                    message=w.message["id"],
+                    reason=f"{w.reading.kind} from {w.reading.sender or 'no sender'}{detail}; "
+                           "never answered automatically")
+        w.note(f"{w.reading.kind}: not answered")
+        return True
+    return False
+
+
+def hold_large_lists(w: Work) -> bool:
+    """One mail must not make us write to a crowd of strangers: a person decides first."""
+    limit = w.settings.max_participants_per_mail
+    if len(w.reading.participants) > limit:
+        w.outcome.state = "review"
+        w.store.log(now=w.now, action="held_for_review", email=w.reading.sender,
+                    message=w.message["id"],
+                    reason=f"{len(w.reading.participants)} participants in one mail, more than "
+                           f"the {limit} allowed; nothing applied until an organiser resolves it")
+        w.note("held: too many participants")
+        return True
+    return False
+
+
+def set_aside_other(w: Work) -> bool:
+    """Questions, thanks and anything unclear go to the organisers, unanswered."""
+    if w.reading.kind == "other":
+        w.outcome.state = "review"
+        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
+                    message=w.message["id"],
+                    reason="not a signup or cancellation: "
+                           + ("; ".join(w.reading.reasons) or "for an organiser to read"))
+        w.note("other: set aside for review")
+        return True
+    return False
+
+
+def apply_registration(w: Work) -> bool:
+    if w.reading.kind != "registration":
+        return False
+    origin = registry.origin_of(w.message, w.reading)
+    for index, person in enumerate(w.reading.participants):
+        if not person.email:
+            w.outcome.state = "review"
+            w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
+                        message=w.message["id"],
+                        reason=f"{person.name or 'a participant'} was named without a mail "
+                               "address; an organiser must add them")
+            continue
+        registry.register(w.store, w.settings, person, index, origin, w.now, w.outcome)
+    if not w.reading.participants:
+        w.outcome.state = "review"
+        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
+                    message=w.message["id"], reason="a signup in which no participant was found")
+    return True
+
+
+def apply_cancellation(w: Work) -> bool:
+    if w.reading.kind != "cancellation":
+        return False
+    origin = registry.origin_of(w.message, w.reading)
+    emails = [p.email for p in w.reading.participants if p.email] or [w.reading.sender]
+    for email in emails:
+        if not registry.cancel(w.store, w.settings, email, origin, w.now, w.outcome):
+            w.outcome.state = "review"
+            w.store.log(now=w.now, action="needs_review", email=email, message=w.message["id"],
+                        reason=f"cancellation for {email}, who has no live registration")
+    return True
+
+
+def flag_review(w: Work) -> bool:
+    """Applied, but an organiser should still look (private address, question, …)."""
+    if w.reading.needs_review and w.outcome.state == "processed":
+        w.outcome.state = "review"
+        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
+                    message=w.message["id"], reason="; ".join(w.reading.reasons) or "flagged")
+    return False
+
+
+# The order is the policy: machines first, then what must wait for a person, then the work.
+APPLY_STEPS: tuple[Callable[[Work], bool], ...] = (
+    skip_machines,
+    hold_large_lists,
+    set_aside_other,
+    apply_registration,
+    apply_cancellation,
+)
+AFTER_STEPS: tuple[Callable[[Work], bool], ...] = (flag_review,)
+
+
+def apply_reading(w: Work) -> registry.Outcome:
+    for step in APPLY_STEPS:
+        if step(w):
+            break
+    for step in AFTER_STEPS:
+        step(w)
+    return w.outcome
+
+
+# --- the poll -------------------------------------------------------------------------------------
+
+@dataclass
+class PollReport:
+    fetched: int = 0
+    applied: int = 0
+    quarantined: int = 0
+    marked: int = 0
+    mailbox_error: str | None = None
+    flush: outbox.FlushReport | None = None
+
+    def summary(self) -> str:
+        parts = [f"{self.fetched} fetched", f"{self.applied} applied",
+                 f"{self.quarantined} quarantined", f"{self.marked} marked on the server"]
+        if self.flush:
+            parts.append(f"{self.flush.sent} sent, {self.flush.retried} to retry, "
+                         f"{self.flush.failed} failed")
+            if self.flush.unavailable:
+                parts.append(f"SMTP unavailable: {self.flush.unavailable}")
+        if self.mailbox_error:
+            parts.append(f"mailbox error: {self.mailbox_error}")
+        return "; ".join(parts)
+
+
+def understanding_options(settings: Settings) -> Options:
+    organisations = {}
+    if settings.organisations_file.exists():
+        organisations = load_domain_organisations(settings.organisations_file)
+    return Options(
+        own_addresses=settings.own_addresses,
+        own_message_id_domain=settings.smtp.message_id_domain,
+        domain_organisations=organisations,
+        max_participants=settings.max_participants_per_mail,
+    )
+
+
+def identity_of(message_id: str | None, raw: bytes) -> str:
+    return message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _message_id_header(raw: bytes) -> str | None:
+    """The Message-ID without a full parse; understanding reads the rest later."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    for i, line in enumerate(lines):
+        if line[:11].lower() == b"message-id:":
+            value = line[11:]
+            for cont in lines[i + 1:]:
+                if cont[:1] in (b" ", b"\t"):
+                    value += cont
+                else:
+                    break
+            text = value.decode("ascii", errors="replace").strip()
+            return text[:500] or None
+    return None
+
+
+def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock) -> int:
+    folder = settings.mailbox.folder
+    position = store.mailbox_position(folder)
+    last_uid = 0
+    if position and position[0] == mailbox.uidvalidity:
+        last_uid = position[1]
+    elif position:
+        # The mailbox was recreated: UIDs start over. Identity keeps old mail from counting twice.
+        log.warning("UIDVALIDITY of %s changed (%s → %s): rescanning", folder, position[0],
+                    mailbox.uidvalidity)
+    uids = mailbox.new_uids(last_uid)
+    stored = 0
+    batch: list = []
+
+    def commit_batch():
+        nonlocal stored
+        with store.transaction():
+            for mail in batch:
+                if store.add_message(
+                    identity=identity_of(_message_id_header(mail.raw), mail.raw), folder=folder,
+                    uidvalidity=mail.uidvalidity, uid=mail.uid,
+                    message_id=_message_id_header(mail.raw), arrived_at=mail.arrived_at,
+                    first_seen_at=clock.now(), raw=mail.raw,
+                ):
+                    stored += 1
+            store.set_mailbox_position(folder, mailbox.uidvalidity, batch[-1].uid, clock.now())
+        batch.clear()
+
+    for mail in mailbox.fetch(uids):
+        batch.append(mail)
+        if len(batch) >= settings.mailbox.batch_size:
+            commit_batch()
+    if batch:
+        commit_batch()
+    elif position is None or position[0] != mailbox.uidvalidity:
+        with store.transaction():
+            store.set_mailbox_position(folder, mailbox.uidvalidity, max(uids, default=0),
+                                       clock.now())
+    return stored
+
+
+def _reading_json(reading: Reading) -> str:
+    return json.dumps(dataclasses.asdict(reading), ensure_ascii=False, default=list)
+
+
+def apply_one(store: Store, settings: Settings, options: Options, message_id: int,
+              now: dt.datetime) -> str:
+    """Understand and apply one stored mail in one transaction; on any error, quarantine it."""
+    message = store.message(message_id)
+    try:
+        reading = understand(message["raw"], options)
+        with store.transaction():
+            if store.message(message_id)["state"] != "new":
+                return "skipped"  # another process applied it meanwhile
+            outcome = apply_reading(Work(store, settings, message, reading, now))
+            store.finish_message(message_id, state=outcome.state, kind=reading.kind,
+                                 reading_json=_reading_json(reading), error=None, now=now)
+        return outcome.state
+    except Exception as exc:
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        log.exception("mail %s set aside (quarantined): %s", message_id, error)
+        with store.transaction():
+            store.finish_message(message_id, state="quarantined", kind=None, reading_json=None,
+                                 error=error, now=now)
+            store.log(now=now, action="quarantined", message=message_id,
+                      reason=f"could not be understood or applied: {error}; the raw mail is kept")
+        return "quarantined"
+
+
+def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollReport,
+                  should_stop: Callable[[], bool] = lambda: False) -> None:
+    options = understanding_options(settings)
+    while not should_stop():
+        ids = store.new_message_ids(limit=200)
+        if not ids:
+            return
+        for message_id in ids:
+            if should_stop():
+                return
+            state = apply_one(store, settings, options, message_id, clock.now())
+            if state == "quarantined":
+                report.quarantined += 1
+            elif state != "skipped":
+                report.applied += 1
+
+
+def mark_on_server(mailbox: Mailbox, store: Store, settings: Settings) -> int:
+    pending = store.messages_to_mark(settings.mailbox.folder, mailbox.uidvalidity)
+    if not pending:
+        return 0
+    mailbox.mark_processed([uid for _, uid in pending])
+    with store.transaction():
+        store.set_marked([i for i, _ in pending])
+    return len(pending)
+
+
+def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mailbox,
+         connect_smtp=None, should_stop: Callable[[], bool] = lambda: False) -> PollReport:
+    """One cycle. A mailbox that is down does not stop the mail already stored from being
+    applied and answered; it is tried again at the next poll."""
+    report = PollReport()
+    try:
+        with mailbox_factory(settings.mailbox) as mailbox:
+            report.fetched = fetch(mailbox, store, settings, clock)
+            apply_pending(store, settings, clock, report, should_stop)
+            # Marked only after the apply step committed, never before.
+            report.marked = mark_on_server(mailbox, store, settings)
+    except MailboxError as exc:
+        report.mailbox_error = str(exc)
+        log.warning("mailbox unavailable: %s", exc)
+        apply_pending(store, settings, clock, report, should_stop)
+    flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
+    report.flush = outbox.flush(store, settings, clock.now(), **flush_kwargs)
+    return report

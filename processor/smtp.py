@@ -1,0 +1,90 @@
+"""The only module that talks SMTP: one connection per flush, each answer sorted into sent/retry/failed."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from processor.config import Smtp as SmtpSettings
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str          # "sent" | "temporary" | "permanent"
+    detail: str = ""
+
+
+class SmtpUnavailable(Exception):
+    """The server could not be reached, or the session failed before any mail: retry later."""
+
+
+class Connection:
+    """An SMTP session: TLS, STARTTLS (never a silent fall-back to plain text) or loopback plain."""
+
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+        self.smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> "Connection":
+        s = self.settings
+        context = ssl.create_default_context()
+        try:
+            if s.security == "tls":
+                self.smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds,
+                                             context=context)
+            else:
+                self.smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+            self.smtp.ehlo()
+            if s.security == "starttls":
+                # Raises SMTPNotSupportedError when the server does not offer STARTTLS.
+                self.smtp.starttls(context=context)
+                self.smtp.ehlo()
+            if s.username:
+                self.smtp.login(s.username, s.password())
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            raise SmtpUnavailable(f"SMTP {s.host}:{s.port}: {_describe(exc)}") from exc
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.smtp is not None:
+            try:
+                self.smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self.smtp = None
+
+    def send(self, raw: bytes, sender: str, recipients: list[str]) -> Result:
+        """A result per mail; a broken connection raises SmtpUnavailable for the caller to stop."""
+        try:
+            refused = self.smtp.sendmail(sender, recipients, raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            detail = "; ".join(f"{r}: {c} {m.decode(errors='replace')}"
+                               for r, (c, m) in exc.recipients.items())
+            return Result("temporary" if all(400 <= c < 500 for c in codes) else "permanent",
+                          detail)
+        except smtplib.SMTPResponseException as exc:
+            detail = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            return Result("permanent" if 500 <= exc.smtp_code < 600 else "temporary", detail)
+        except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as exc:
+            self.smtp = None
+            raise SmtpUnavailable(_describe(exc)) from exc
+        if refused:
+            # Some recipients took it: the mail went out, note who did not.
+            detail = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in refused.items())
+            return Result("sent", f"partly refused: {detail}")
+        return Result("sent")
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

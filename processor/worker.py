@@ -1,0 +1,47 @@
+"""APScheduler wiring only: run the poll cycle on its interval until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from processor import db, pipeline
+from processor.clock import Clock
+from processor.config import Settings
+
+log = logging.getLogger(__name__)
+
+# A late run still runs (the default grace of 1 s silently drops it); runs never pile up.
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+
+
+def run(settings: Settings, db_path: str, clock: Clock) -> None:
+    with db.WorkerLock(db_path):
+        store = db.Store(db.connect(db_path))
+        stopping = threading.Event()
+        scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS)
+
+        def poll_job():
+            if stopping.is_set():
+                return
+            report = pipeline.poll(store, settings, clock, should_stop=stopping.is_set)
+            log.info("poll: %s", report.summary())
+
+        scheduler.add_job(poll_job, "interval", seconds=settings.poll_interval_seconds,
+                          id="poll", replace_existing=True, next_run_time=clock.now())
+
+        def stop(signum, _frame):
+            log.info("signal %s: stopping after the current mail", signum)
+            stopping.set()
+            # wait=True lets the running poll finish its current mail and commit.
+            threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("worker started: polling %s every %s s", settings.mailbox.host,
+                 settings.poll_interval_seconds)
+        scheduler.start()
+        log.info("worker stopped")
