@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,11 @@ class Server:
     password_env: str
     timeout_seconds: float
     source: Path
+    ca_file: str = ""  # extra trusted CA (an internal one); the system's store is always used
+
+    def tls_context(self) -> ssl.SSLContext:
+        # Certificate and host name checks stay on; only loopback may go without TLS.
+        return ssl.create_default_context(cafile=self.ca_file or None)
 
     def password(self) -> str:
         if not self.password_env:
@@ -165,6 +171,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _ca_file(sec: _Section) -> str:
+    value = sec.get("ca_file", str, "")
+    if value and not Path(value).is_file():
+        sec.fail("ca_file", f"no such file: {value}")
+    return value
+
+
 def _server_fields(sec: _Section) -> dict:
     host = sec.get("host", str)
     security = sec.get("security", str, choices=SECURITY_MODES)
@@ -180,6 +193,7 @@ def _server_fields(sec: _Section) -> dict:
         password_env=sec.get("password_env", str, ""),
         timeout_seconds=sec.get("timeout_seconds", float, 30.0),
         source=sec.source,
+        ca_file=_ca_file(sec),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import ssl
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -31,11 +30,6 @@ class FetchedMail:
     raw: bytes
 
 
-def _tls_context() -> ssl.SSLContext:
-    # Certificate and host name checks stay on; only loopback may go without TLS (config.py).
-    return ssl.create_default_context()
-
-
 class Mailbox:
     """One IMAP session on the configured folder. Use as a context manager."""
 
@@ -49,13 +43,13 @@ class Mailbox:
         try:
             self.client = IMAPClient(
                 s.host, port=s.port, ssl=s.security == "tls",
-                ssl_context=_tls_context() if s.security == "tls" else None,
+                ssl_context=s.tls_context() if s.security == "tls" else None,
                 timeout=s.timeout_seconds,
             )
             # Aware datetimes straight from the server, not converted to this machine's zone.
             self.client.normalise_times = False
             if s.security == "starttls":
-                self.client.starttls(_tls_context())
+                self.client.starttls(s.tls_context())
             self.client.login(s.username, s.password())
             info = self.client.select_folder(s.folder)
         except MailboxError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import ssl
 from dataclasses import dataclass
 
 from processor.config import Smtp as SmtpSettings
@@ -29,7 +28,7 @@ class Connection:
 
     def __enter__(self) -> "Connection":
         s = self.settings
-        context = ssl.create_default_context()
+        context = s.tls_context()
         try:
             if s.security == "tls":
                 self.smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds,

@@ -1,0 +1,53 @@
+"""Test helpers: settings pointing at the test servers, and signup mails written for the tests."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import tomllib
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from processor import config
+
+PROJECT = Path(__file__).resolve().parent.parent
+BRUSSELS = dt.timezone(dt.timedelta(hours=2))
+PASSWORD_ENV = "LEERNETWERK_TEST_IMAP_PASSWORD"
+
+
+def base_config() -> dict:
+    return tomllib.loads((PROJECT / "config" / "leernetwerk.toml").read_text(encoding="utf-8"))
+
+
+def desk_settings(dovecot=None, smtp=None, monkeypatch=None, **sections) -> config.Settings:
+    raw = copy.deepcopy(base_config())
+    if dovecot is not None:
+        raw["mailbox"].update(host=dovecot.host, port=dovecot.port, security="none",
+                              username=dovecot.username, password_env=PASSWORD_ENV, batch_size=7)
+        monkeypatch.setenv(PASSWORD_ENV, dovecot.password)
+    if smtp is not None:
+        raw["smtp"].update(host=smtp.host, port=smtp.port, security="none", username="",
+                           password_env="")
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config.from_dict(raw, PROJECT / "config" / "leernetwerk.toml")
+
+
+def signup(name: str, email: str, organisation: str, *, date: dt.datetime,
+           body: str | None = None, subject: str = "Inschrijving Leernetwerk SDG") -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    user, _, domain = email.partition("@")
+    msg["From"] = Address(name, user, domain)
+    msg["To"] = "duurzameontwikkeling@vlaanderen.be"
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = make_msgid(domain=domain)
+    msg.set_content(body or (
+        "Beste,\n\nGraag schrijf ik mij in voor het Leernetwerk Sustainable Development Goals.\n\n"
+        f"Naam: {name}\nOrganisatie: {organisation}\nE-mail: {email}\n\n"
+        f"Met vriendelijke groeten,\n{name}\n"
+    ))
+    return bytes(msg)
