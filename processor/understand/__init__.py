@@ -1,0 +1,119 @@
+"""The understanding stage: raw mail bytes to a Reading (kind, participants, review reasons); pure and total."""
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from pathlib import Path
+
+from .attachments import attachment_text
+from .classify import build_context, classify
+from .extract import extract
+from .model import KINDS, Options, Participant, Reading
+from .parse import MailRecord, parse
+from .text import split_body
+
+__all__ = ["understand", "load_domain_organisations", "Options", "Participant", "Reading", "KINDS"]
+
+log = logging.getLogger(__name__)
+
+_EXCERPT_CHARS = 300
+
+
+def load_domain_organisations(path) -> dict[str, str]:
+    """config/organisations.toml: a [domains] table of 'domain' = 'Organisation' (top-level keys accepted too)."""
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    table = data.get("domains", data)
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        if isinstance(value, str):
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _excerpt(text: str) -> str:
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r"\n\s*\n+", "\n", text).strip()
+    return text[:_EXCERPT_CHARS]
+
+
+def _read(record: MailRecord, options: Options) -> Reading:
+    body = split_body(record.text, record.subject)
+    att_text, att_notes = attachment_text(record.attachments) if record.attachments else ("", [])
+    ctx = build_context(record, body, options, att_text)
+    decision = classify(ctx)
+    reasons = [decision.reason, *decision.review]
+    participants: tuple[Participant, ...] = ()
+    needs_review = bool(decision.review)
+    if decision.kind in ("registration", "cancellation"):
+        found = extract(ctx, decision.kind)
+        participants = tuple(found.participants)
+        reasons += found.review
+        needs_review = needs_review or bool(found.review)
+        if att_notes:
+            reasons += att_notes
+            needs_review = True
+    elif decision.kind == "other" and decision.replies_allowed:
+        # Questions and unclear mails go to the organisers' list.
+        needs_review = True
+    if record.errors and decision.kind in ("registration", "cancellation"):
+        reasons.append("Bericht was beschadigd: " + "; ".join(record.errors)[:200])
+        needs_review = True
+    excerpt_source = body.own.text or (body.forwarded[0].text if body.forwarded else "")
+    return Reading(
+        kind=decision.kind,
+        sender=record.sender,
+        sender_name=record.sender_name,
+        subject=record.subject,
+        message_id=record.message_id,
+        in_reply_to=record.in_reply_to,
+        references=record.references,
+        participants=participants,
+        bounced_recipients=tuple(decision.bounced),
+        needs_review=needs_review,
+        reasons=tuple(reasons),
+        excerpt=_excerpt(excerpt_source),
+        replies_allowed=decision.replies_allowed and decision.kind in ("registration", "cancellation", "other"),
+        is_reply_to_us=ctx.is_reply_to_us,
+    )
+
+
+def _fallback(raw: bytes, error: Exception) -> Reading:
+    sender = None
+    try:
+        m = re.search(rb"(?im)^from:[^\n]*?([\w.+-]+@[\w-]+(?:\.[\w-]+)+)", raw[:20000])
+        if m:
+            sender = m.group(1).decode("ascii", "replace").lower()
+    except Exception:  # noqa: BLE001
+        sender = None
+    return Reading(
+        kind="other", sender=sender, sender_name=None, subject="", message_id=None, in_reply_to=None,
+        references=(), participants=(), bounced_recipients=(), needs_review=True,
+        reasons=(f"Bericht kon niet gelezen worden: {type(error).__name__}: {error}"[:300],),
+        excerpt="", replies_allowed=False,
+    )
+
+
+def understand(raw: bytes, options: Options = Options()) -> Reading:
+    """Read one raw mail. Never raises: an unreadable mail becomes 'other' with needs_review and the error."""
+    try:
+        record = parse(raw)
+    except Exception as exc:  # noqa: BLE001
+        return _fallback(raw if isinstance(raw, bytes) else b"", exc)
+    try:
+        return _read(record, options)
+    except RecursionError as exc:
+        return _fallback(raw, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in one rule must not lose the mail
+        log.exception("understanding failed")
+        try:
+            return Reading(
+                kind="other", sender=record.sender, sender_name=record.sender_name, subject=record.subject,
+                message_id=record.message_id, in_reply_to=record.in_reply_to, references=record.references,
+                participants=(), bounced_recipients=(), needs_review=True,
+                reasons=(f"Fout bij het lezen: {type(exc).__name__}: {exc}"[:300],), excerpt="", replies_allowed=False,
+            )
+        except Exception as exc2:  # noqa: BLE001
+            return _fallback(b"", exc2)

@@ -1,0 +1,381 @@
+"""Raw bytes to a message record: headers, addresses, body text and attachments (the only mail-parser user)."""
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import email.utils
+import logging
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+log = logging.getLogger(__name__)
+
+# Bodies beyond this are cut before any text processing: nobody signs up in the 300th kilobyte,
+# and regexes over megabytes would make one hostile mail stall the worker.
+MAX_TEXT_CHARS = 200_000
+MAX_HTML_CHARS = 400_000
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\ufeff]")
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class MailRecord:
+    message: Message | None = None
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    sender: str | None = None
+    sender_name: str | None = None
+    to: list[tuple[str, str]] = field(default_factory=list)
+    cc: list[tuple[str, str]] = field(default_factory=list)
+    reply_to: list[tuple[str, str]] = field(default_factory=list)
+    subject: str = ""
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    content_type: str = "text/plain"
+    report_type: str | None = None
+    plain: str = ""
+    html: str = ""
+    text: str = ""  # the body a person reads: plain text, or the HTML rendered as text
+    attachments: list[Attachment] = field(default_factory=list)
+    embedded: list["MailRecord"] = field(default_factory=list)  # attached messages (forwards, bounce originals)
+    delivery_status: list[dict[str, str]] = field(default_factory=list)  # RFC 3464 per-recipient blocks
+    errors: list[str] = field(default_factory=list)
+    parser: str = "mail-parser"
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def has_header(self, name: str) -> bool:
+        return name.lower() in self.headers
+
+
+def clean(text: str) -> str:
+    """Drop control characters (NUL included) that no reader wants and that break JSON consumers."""
+    return _CONTROL.sub("", text)
+
+
+def decode_bytes(data: bytes, declared: str | None = None) -> str:
+    """Declared charset first, then UTF-8, then Windows-1252; never raises."""
+    if not data:
+        return ""
+    declared = (declared or "").strip().strip('"').lower() or None
+    candidates: list[str] = []
+    if declared and declared not in ("unknown-8bit", "x-unknown", "8bit"):
+        candidates.append(declared)
+    # A Latin-1/ASCII label on bytes that are valid UTF-8 is a mislabel far more often than
+    # a coincidence: multi-byte UTF-8 sequences almost never occur in real Latin-1 text.
+    if declared in (None, "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1", "windows-1252", "cp1252",
+                    "iso-8859-15"):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    candidates += ["utf-8", "windows-1252"]
+    for charset in candidates:
+        try:
+            return data.decode(charset)
+        except (LookupError, UnicodeError, ValueError):
+            continue
+    return data.decode("latin-1", "replace")
+
+
+def _surrogates_to_text(value: str) -> str:
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        return decode_bytes(value.encode("utf-8", "surrogateescape"))
+    return value
+
+
+def decode_header_value(value) -> str:
+    """A header as text: RFC 2047 words decoded, raw 8-bit guessed, folding and control chars removed."""
+    if value is None:
+        return ""
+    try:
+        if isinstance(value, email.header.Header):
+            chunks = value._chunks  # noqa: SLF001 - the only way to reach undecodable 8-bit chunks
+            parts = []
+            for text, charset in chunks:
+                text = str(text)
+                if str(charset) in ("unknown-8bit", "None") or charset is None:
+                    parts.append(_surrogates_to_text(text))
+                else:
+                    parts.append(text)
+            value = "".join(parts)
+        value = str(value)
+        value = _surrogates_to_text(value)
+        if "=?" in value:
+            pieces = []
+            for chunk, charset in email.header.decode_header(value):
+                if isinstance(chunk, bytes):
+                    pieces.append(decode_bytes(chunk, charset))
+                else:
+                    pieces.append(chunk)
+            value = "".join(pieces)
+    except Exception:  # noqa: BLE001 - a header we cannot decode is kept as it came
+        value = str(value)
+    value = re.sub(r"\r?\n[ \t]*", " ", value)
+    return clean(value).strip()
+
+
+def parse_addresses(value: str) -> list[tuple[str, str]]:
+    """(display name, lowercased address) pairs; tolerant of unquoted commas and missing brackets."""
+    if not value:
+        return []
+    out: list[tuple[str, str]] = []
+    try:
+        pairs = email.utils.getaddresses([value])
+    except Exception:  # noqa: BLE001
+        pairs = []
+    for name, addr in pairs:
+        addr = addr.strip().strip("<>").lower()
+        if "@" not in addr:
+            continue
+        out.append((name.strip().strip('"').strip("'").strip(), addr))
+    if not out:
+        for addr in _ADDRESS.findall(value):
+            out.append(("", addr.lower()))
+    return out
+
+
+def html_to_text(html: str) -> str:
+    """HTML rendered as a person sees it (inscriptis keeps tables and line structure)."""
+    if not html or not html.strip():
+        return ""
+    html = html[:MAX_HTML_CHARS]
+    try:
+        from inscriptis import get_text
+        from inscriptis.model.config import ParserConfig
+        return get_text(html, ParserConfig(display_links=False, display_images=False))
+    except Exception as exc:  # noqa: BLE001 - fall back to a crude strip rather than lose the mail
+        log.debug("inscriptis failed: %s", exc)
+        text = re.sub(r"(?is)<(script|style).*?</\1>", " ", html)
+        text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", text)
+        text = re.sub(r"<[^>]+>", " ", text)
+        import html as html_module
+        return html_module.unescape(text)
+
+
+def _part_bytes(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        data = None
+    if isinstance(data, bytes):
+        return data
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _part_charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:  # noqa: BLE001
+        name = part.get_param("name") if hasattr(part, "get_param") else None
+    if name:
+        return decode_header_value(name) or None
+    return None
+
+
+def _headers_of(msg: Message) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    try:
+        items = msg._headers  # noqa: SLF001 - raw items: policy-independent, never raises on bad values
+    except Exception:  # noqa: BLE001
+        items = []
+    for name, value in items:
+        try:
+            key = clean(str(name)).strip().lower()
+            headers.setdefault(key, []).append(decode_header_value(value))
+        except Exception:  # noqa: BLE001
+            continue
+    return headers
+
+
+def _walk(msg: Message, record: MailRecord, depth: int = 0) -> None:
+    """Collect the body text of this message, its attachments, and embedded messages apart."""
+    if depth > 20:
+        record.errors.append("MIME nesting too deep")
+        return
+    try:
+        ctype = msg.get_content_type()
+    except Exception:  # noqa: BLE001
+        ctype = "text/plain"
+    if msg.is_multipart():
+        payload = msg.get_payload()
+        if not isinstance(payload, list):
+            return
+        if ctype == "message/delivery-status":
+            for block in payload:
+                if isinstance(block, Message):
+                    record.delivery_status.append(
+                        {k.lower(): decode_header_value(v) for k, v in block.items()})
+            return
+        if ctype in ("message/rfc822", "message/global"):
+            for inner in payload:
+                if isinstance(inner, Message):
+                    record.embedded.append(_record_from_message(inner, depth + 1))
+            return
+        if ctype == "multipart/alternative":
+            # Keep every alternative: the record prefers plain text over HTML later on.
+            for sub in payload:
+                if isinstance(sub, Message):
+                    _walk(sub, record, depth + 1)
+            return
+        for sub in payload:
+            if isinstance(sub, Message):
+                _walk(sub, record, depth + 1)
+        return
+    disposition = ""
+    try:
+        disposition = (msg.get_content_disposition() or "").lower()
+    except Exception:  # noqa: BLE001
+        pass
+    filename = _filename(msg)
+    if ctype in ("message/rfc822", "message/global", "text/rfc822-headers"):
+        data = _part_bytes(msg)
+        if data:
+            inner = _message_from_bytes_safely(data)
+            if inner is not None:
+                record.embedded.append(_record_from_message(inner, depth + 1))
+        return
+    if ctype == "message/delivery-status":
+        # Some MTAs send the status as one text blob; its blocks are separated by blank lines.
+        text = decode_bytes(_part_bytes(msg))
+        for block in re.split(r"\r?\n\s*\r?\n", text):
+            fields = {}
+            for line in block.splitlines():
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+            if fields:
+                record.delivery_status.append(fields)
+        return
+    is_text = ctype in ("text/plain", "text/html")
+    if is_text and not filename and disposition != "attachment":
+        text = decode_bytes(_part_bytes(msg), _part_charset(msg))
+        if ctype == "text/html":
+            record.html += ("\n" if record.html else "") + text
+        else:
+            record.plain += ("\n" if record.plain else "") + text
+        return
+    data = _part_bytes(msg)
+    record.attachments.append(Attachment(filename or "", ctype, data))
+
+
+def _message_from_bytes_safely(data: bytes) -> Message | None:
+    try:
+        return email.message_from_bytes(data, policy=email.policy.compat32)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _fill_headers(record: MailRecord, msg: Message) -> None:
+    record.headers = _headers_of(msg)
+    frm = record.header("from") or ""
+    pairs = parse_addresses(frm)
+    if pairs:
+        record.sender_name, record.sender = pairs[0][0] or None, pairs[0][1]
+    else:
+        record.sender_name = frm.strip() or None
+    record.to = [p for v in record.headers.get("to", []) for p in parse_addresses(v)]
+    record.cc = [p for v in record.headers.get("cc", []) for p in parse_addresses(v)]
+    record.reply_to = [p for v in record.headers.get("reply-to", []) for p in parse_addresses(v)]
+    record.subject = record.header("subject") or ""
+    mid = re.findall(r"<[^<>\s]+>", record.header("message-id") or "")
+    record.message_id = mid[0] if mid else ((record.header("message-id") or "").strip() or None)
+    irt = re.findall(r"<[^<>\s]+>", record.header("in-reply-to") or "")
+    record.in_reply_to = irt[0] if irt else None
+    record.references = tuple(re.findall(r"<[^<>\s]+>", " ".join(record.headers.get("references", []))))
+    try:
+        record.content_type = msg.get_content_type()
+        record.report_type = (msg.get_param("report-type") or None) if record.content_type == "multipart/report" else None
+        if isinstance(record.report_type, tuple):
+            record.report_type = str(record.report_type[2])
+        if record.report_type:
+            record.report_type = record.report_type.lower()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _finish(record: MailRecord) -> None:
+    record.plain = clean(record.plain[:MAX_TEXT_CHARS]).replace("\r\n", "\n").replace("\r", "\n")
+    html_text = ""
+    plain_words = len(re.findall(r"\w+", record.plain))
+    if record.html and plain_words < 3:
+        html_text = clean(html_to_text(record.html)[:MAX_TEXT_CHARS])
+    record.text = record.plain if plain_words >= 3 or not html_text else html_text
+    record.text = record.text.replace("\u00a0", " ")
+
+
+def _record_from_message(msg: Message, depth: int = 0) -> MailRecord:
+    record = MailRecord(message=msg, parser="email")
+    try:
+        _fill_headers(record, msg)
+    except Exception as exc:  # noqa: BLE001
+        record.errors.append(f"headers: {exc!r}")
+    try:
+        _walk(msg, record, depth)
+    except Exception as exc:  # noqa: BLE001
+        record.errors.append(f"body: {exc!r}")
+    _finish(record)
+    return record
+
+
+def _from_mail_parser(raw: bytes) -> MailRecord:
+    import mailparser  # only here: the rest of the program never sees mail-parser's types
+
+    parsed = mailparser.parse_from_bytes(raw)
+    msg = parsed.message
+    if msg is None:
+        raise ValueError("mail-parser returned no message")
+    record = _record_from_message(msg)
+    record.parser = "mail-parser"
+    # mail-parser's own sender reading is a second opinion when ours found none.
+    if not record.sender:
+        try:
+            for name, addr in parsed.from_ or []:
+                if addr and "@" in addr:
+                    record.sender, record.sender_name = addr.lower().strip(), (name or None)
+                    break
+        except Exception:  # noqa: BLE001
+            pass
+    return record
+
+
+def parse(raw: bytes) -> MailRecord:
+    """Parse raw RFC 5322 bytes; mail-parser first, the standard library's policy.default next."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    errors: list[str] = []
+    try:
+        return _from_mail_parser(raw)
+    except Exception as exc:  # noqa: BLE001 - known crashes on odd attachments and addresses
+        errors.append(f"mail-parser: {exc!r}")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        record = _record_from_message(msg)
+        record.parser = "email.policy.default"
+        record.errors = errors + record.errors
+        return record
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"email: {exc!r}")
+    raise ValueError("; ".join(errors))
