@@ -22,14 +22,14 @@ def base_config() -> dict:
     return tomllib.loads((PROJECT / "config" / "leernetwerk.toml").read_text(encoding="utf-8"))
 
 
-def desk_settings(dovecot=None, smtp=None, monkeypatch=None, **sections) -> config.Settings:
+def desk_settings(dovecot=None, smtp_server=None, monkeypatch=None, **sections) -> config.Settings:
     raw = copy.deepcopy(base_config())
     if dovecot is not None:
         raw["mailbox"].update(host=dovecot.host, port=dovecot.port, security="none",
                               username=dovecot.username, password_env=PASSWORD_ENV, batch_size=7)
         monkeypatch.setenv(PASSWORD_ENV, dovecot.password)
-    if smtp is not None:
-        raw["smtp"].update(host=smtp.host, port=smtp.port, security="none", username="",
+    if smtp_server is not None:
+        raw["smtp"].update(host=smtp_server.host, port=smtp_server.port, security="none", username="",
                            password_env="")
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

@@ -1,0 +1,169 @@
+"""Mailbox behaviour against a real Dovecot: no double processing, nothing changed before commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+
+import pytest
+
+from processor import db, pipeline
+from processor.clock import Clock
+from processor.mailbox import Mailbox, MailboxError
+from tests.desk import desk_settings, signup
+
+START = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
+NOW = Clock(dt.datetime(2018, 5, 20, 12, 0, tzinfo=dt.timezone.utc))
+
+AUTO_REPLY = b"""From: Piet Afwezig <piet@stad.be>\r
+To: duurzameontwikkeling@vlaanderen.be\r
+Subject: Automatisch antwoord: Inschrijving Leernetwerk\r
+Auto-Submitted: auto-replied\r
+Message-ID: <ooo-1@stad.be>\r
+Date: Mon, 14 May 2018 09:00:00 +0200\r
+\r
+Ik ben afwezig tot 1 juni. Voor dringende zaken: mail mijn collega.\r
+"""
+
+DSN = b"""From: Mail Delivery System <MAILER-DAEMON@mail.vlaanderen.be>\r
+To: duurzameontwikkeling@vlaanderen.be\r
+Subject: Undelivered Mail Returned to Sender\r
+Message-ID: <dsn-1@mail.vlaanderen.be>\r
+Date: Mon, 14 May 2018 09:00:00 +0200\r
+MIME-Version: 1.0\r
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r
+\r
+--b\r
+Content-Type: text/plain\r
+\r
+Your message could not be delivered.\r
+--b\r
+Content-Type: message/delivery-status\r
+\r
+Reporting-MTA: dns; mail.vlaanderen.be\r
+\r
+Final-Recipient: rfc822; weg@gemeente.be\r
+Action: failed\r
+Status: 5.1.1\r
+\r
+--b--\r
+"""
+
+
+@pytest.fixture
+def desk(dovecot, smtp_server, tmp_path, monkeypatch):
+    settings = desk_settings(dovecot, smtp_server, monkeypatch)
+    return settings, db.Store(db.connect(tmp_path / "state.sqlite"))
+
+
+def test_fetching_alone_changes_nothing_on_the_server(desk, dovecot):
+    settings, store = desk
+    dovecot.append(signup("An Peeters", "an@stad.be", "Stad Gent", date=START), START)
+    with Mailbox(settings.mailbox) as mailbox:
+        fetched = list(mailbox.fetch(mailbox.new_uids(0)))
+    assert len(fetched) == 1 and fetched[0].arrived_at == START
+    assert dovecot.flags_of() == {1: frozenset()}
+
+
+def test_a_recreated_mailbox_processes_nothing_twice_and_skips_nothing(desk, dovecot, smtp_server):
+    settings, store = desk
+    for i in range(3):
+        dovecot.append(signup(f"P{i} Test", f"p{i}@stad.be", "Stad Gent", date=START),
+                       START + dt.timedelta(minutes=i))
+    pipeline.poll(store, settings, NOW)
+    assert len(smtp_server.messages) == 3
+
+    dovecot.recreate_inbox(keep_messages=True)   # same mails, new UIDVALIDITY, UIDs from 1
+    dovecot.append(signup("Nieuw Lid", "nieuw@stad.be", "Stad Gent", date=START),
+                   START + dt.timedelta(hours=1))
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.fetched == 1 and report.applied == 1
+    assert [m.rcpt_tos for m in smtp_server.messages][-1] == ("nieuw@stad.be",)
+    assert len(smtp_server.messages) == 4
+    # The old mails are marked again in their new places.
+    assert all(b"$Processed" in f for f in dovecot.flags_of().values())
+
+
+def test_a_mail_without_message_id_seen_twice_is_one_row(desk, dovecot):
+    settings, store = desk
+    raw = signup("Geen Id", "geenid@stad.be", "Stad Gent", date=START)
+    raw = b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"Message-ID"))
+    dovecot.append(raw, START)
+    pipeline.poll(store, settings, NOW)
+    dovecot.recreate_inbox(keep_messages=True)
+    pipeline.poll(store, settings, NOW)
+    assert store.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
+
+
+def test_machines_get_no_answer_and_their_mail_is_recorded(desk, dovecot, smtp_server):
+    settings, store = desk
+    dovecot.append(AUTO_REPLY, START)
+    dovecot.append(DSN, START + dt.timedelta(minutes=1))
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.applied == 2
+    assert smtp_server.messages == []
+    kinds = [r[0] for r in store.conn.execute("SELECT kind FROM messages ORDER BY id")]
+    assert kinds == ["auto_reply", "bounce"]
+    assert store.conn.execute("SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
+    reasons = [r[0] for r in store.conn.execute("SELECT reason FROM events ORDER BY id")]
+    assert any("weg@gemeente.be" in r for r in reasons)
+
+
+def test_a_mail_that_breaks_applying_is_quarantined_and_the_rest_go_on(desk, dovecot, smtp_server,
+                                                                      monkeypatch):
+    settings, store = desk
+    dovecot.append(signup("Giftig Bericht", "giftig@stad.be", "Stad Gent", date=START), START)
+    dovecot.append(signup("Gewoon Lid", "gewoon@stad.be", "Stad Gent", date=START),
+                   START + dt.timedelta(minutes=1))
+    real = pipeline.registry.register
+
+    def explode_for_one(store_, settings_, person, *args, **kwargs):
+        if person.email == "giftig@stad.be":
+            raise RuntimeError("simulated bug")
+        return real(store_, settings_, person, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.registry, "register", explode_for_one)
+    report = pipeline.poll(store, settings, NOW)
+
+    assert (report.applied, report.quarantined) == (1, 1)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("gewoon@stad.be",)]
+    row = store.conn.execute("SELECT state, error, raw FROM messages WHERE uid = 1").fetchone()
+    assert row["state"] == "quarantined" and "simulated bug" in row["error"]
+    assert b"giftig@stad.be" in row["raw"]   # kept for a person
+    # Nothing of the failed mail was half applied.
+    assert store.live_registration("giftig@stad.be") is None
+
+
+def test_a_stalled_imap_server_times_out_instead_of_hanging(desk):
+    settings, _ = desk
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    stalled = settings.mailbox.__class__(**{**settings.mailbox.__dict__,
+                                            "port": listener.getsockname()[1],
+                                            "timeout_seconds": 1.0})
+    began = time.monotonic()
+    with pytest.raises(MailboxError, match="IMAP 127.0.0.1"):
+        with Mailbox(stalled):
+            pass
+    assert time.monotonic() - began < 10
+    listener.close()
+
+
+def test_a_mailbox_that_is_down_still_lets_stored_mail_be_answered(desk, dovecot, smtp_server):
+    settings, store = desk
+    dovecot.append(signup("An Peeters", "an@stad.be", "Stad Gent", date=START), START)
+    with Mailbox(settings.mailbox) as mailbox:
+        pipeline.fetch(mailbox, store, settings, NOW)
+    dovecot.stop()
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.mailbox_error and report.applied == 1 and report.flush.sent == 1
+    assert smtp_server.messages[0].rcpt_tos == ("an@stad.be",)
