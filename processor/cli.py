@@ -63,6 +63,8 @@ def _setup_logging(args) -> None:
         level = logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd (the demo's SMTP server) logs every SMTP command at INFO.
+    logging.getLogger("mail.log").setLevel(max(level, logging.WARNING))
 
 
 def _clock(args, settings) -> Clock:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import datetime as dt
 import os
 import random
@@ -111,13 +113,12 @@ def run(settings: Settings, args) -> int:
         print(f"Poll 2: {again.summary()}  (nothing twice)\n")
 
         print(status.as_table(status.registry_status(store, demo)))
-        received = list(smtp.messages)
+        received = [email.message_from_bytes(m.data, policy=email.policy.default)
+                    for m in smtp.messages]
         print(f"\n{len(received)} replies reached the SMTP server:")
-        for item in received:
-            msg = item.message() if callable(getattr(item, "message", None)) else item
+        for msg in received:
             print(f"  {msg['To']}: {msg['Subject']}")
-        for item in received[:1] + received[-1:]:
-            msg = item.message() if callable(getattr(item, "message", None)) else item
+        for msg in received[:1] + received[-1:]:
             body = msg.get_body(preferencelist=("plain",))
             print("\n" + "-" * 72)
             print(f"To: {msg['To']}\nSubject: {msg['Subject']}\n")

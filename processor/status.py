@@ -26,6 +26,9 @@ def registry_status(store: Store, settings: Settings) -> dict:
     return {"capacity": settings.event.capacity, "registrations": rows}
 
 
+LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
+
+
 def as_table(data: dict) -> str:
     regs = data["registrations"]
     counts = {s: sum(1 for r in regs if r["status"] == s)
@@ -34,7 +37,7 @@ def as_table(data: dict) -> str:
              f"{counts['waitlisted']} · geannuleerd {counts['cancelled']}", ""]
     header = ("status", "#", "aangekomen", "naam", "e-mail", "organisatie")
     table = [header] + [
-        (r["status"], str(r["position"] or ""), r["arrived_at"][:19].replace("T", " "),
+        (LABELS[r["status"]], str(r["position"] or ""), r["arrived_at"][:19].replace("T", " "),
          r["name"] or "", r["email"], r["organisation"] or "")
         for r in regs
     ]

@@ -1,0 +1,24 @@
+"""The README's first command: the demo runs the real IMAP and SMTP code paths on embedded servers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.desk import PROJECT
+
+
+def test_the_demo_confirms_twenty_and_waitlists_five(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "processor", "demo", "--db", str(tmp_path / "demo.sqlite")],
+        cwd=PROJECT, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Poll 1: 25 fetched; 25 applied" in out
+    assert "25 sent" in out
+    assert "Poll 2: 0 fetched; 0 applied; 0 quarantined; 0 marked on the server; 0 sent" in out
+    assert "Bevestigd 20/20 · wachtlijst 5 · geannuleerd 0" in out
+    assert out.count("Inschrijving bevestigd:") >= 20
+    assert out.count("Op de wachtlijst:") >= 5
+    assert "U staat op de wachtlijst, op plaats 5." in out.replace("\n", " ")
