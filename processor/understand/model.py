@@ -46,6 +46,8 @@ class Reading:
     # Extra fields for organisers and the integrator; not part of the JSON contract.
     is_reply_to_us: bool = False
     language: str | None = None
+    # In a cancellation: the colleagues named to take the withdrawn people's places.
+    substitutes: tuple[Participant, ...] = ()
 
     def contract(self) -> dict:
         return {
