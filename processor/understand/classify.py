@@ -96,7 +96,8 @@ _REG_STRONG = re.compile(
     r"\binschrijv\w*|\binschrijf\w*|\bingeschreven\b|\bin te schrijven\b|"
     r"\bschrij\w*\b[^.\n?!]{0,80}\bin\s*(?:[.,!:;\n(]|voor\b|op\b|bij\b|aan\b|als\b|graag\b|$)|"
     r"\baan ?melden\b|\baanmeld\w*|\bmeld\w*\b[^.\n?!]{0,50}\baan\b|\baan te melden\b|"
-    r"\bdeel ?(?:te )?nemen\b|\bdeelneem\w*|\bdeelname\b|\bneem\w*\b[^.\n?!]{0,50}\bdeel\b|"
+    r"\bdeel ?(?:te )?nemen\b|\bdeelgenomen\b|\bdeelneem\w*|\bdeelname\b|\bneem\w*\b[^.\n?!]{0,50}\bdeel\b|"
+    r"\b\d+\s+plaats(?:en)?\b|\bplaats(?:je)? voor (?:mij|me|mezelf|ons|mijn|onze)\b|\bgraag (?:ook )?(?:een |1 )?plaats(?:je)?\b|"
     r"\b(?:graag|willen|wil|zou|zouden|kom|komen)\b[^.\n?!]{0,40}\b(?:aanwezig (?:zijn|zijn op)|bijwonen|meedoen|"
     r"deel uitmaken|komen|aansluiten|volgen)\b|\bregistr\w*|\bopgeven\b|\bgeef\w*\b[^.\n?!]{0,40}\bop\b(?! te)|"
     r"\bplaats(?:je|en)?\b[^.\n?!]{0,30}\b(?:reserveren|vastleggen)\b|\binteresse\b[^.\n?!]{0,60}\b(?:deel|leernetwerk|sessies)\b|"
@@ -118,8 +119,18 @@ _PARTIAL = re.compile(
     r"\b(?:eerste|tweede|derde|vierde|vijfde|laatste|zesde) (?:sessie|bijeenkomst)\b[^.\n]{0,50}\b(?:niet|kan ik niet)\b",
     re.IGNORECASE,
 )
+_CANCEL_EXPLICIT = re.compile(
+    r"\baf ?melden\b|\bafmeld\w*|\bmeld\w*\b[^.\n?!]{0,50}\baf\b|\buitschrijv\w*|\buit ?te ?schrijven\b|"
+    r"\bschrijf\w*\b[^.\n?!]{0,50}\buit\b|\bannul\w*|\bafzeg\w*|\bd[ée]sinscri\w*|\bcancel\w*|\bwithdraw\w*|"
+    r"\bunregister\w*|\binschrijving\w*\b[^.\n?!]{0,40}\b(?:in ?trekken|intrekken|schrappen|verwijderen)\b",
+    re.IGNORECASE,
+)
+_SELF_EXCLUDED = re.compile(
+    r"\b(?:zelf|ikzelf|moi-même|myself)\b[^.\n?!]{0,30}\b(?:niet|pas|not)\b|\b(?:niet|pas|not)\b[^.\n?!]{0,30}\b(?:zelf|moi-même|myself)\b",
+    re.IGNORECASE,
+)
 _REPLACEMENT = re.compile(
-    r"\bin (?:mijn|zijn|haar|de) plaats\b|\bvervang\w*|\bà ma place\b|\bremplac\w*|\binstead of me\b|\breplace\w*|\bin my place\b",
+    r"\bin (?:mijn|zijn|haar|de) plaats\b|\b(?:neemt|nemen|overnemen|neme)\b[^.\n]{0,30}\bplaats\b|\bvervang\w*|\bà ma place\b|\bremplac\w*|\binstead of me\b|\breplace\w*|\bin my place\b",
     re.IGNORECASE,
 )
 
@@ -268,7 +279,7 @@ def newsletter_body(ctx: Context) -> Decision | None:
 
 def _looks_personal(ctx: Context) -> bool:
     own = ctx.body.own.text.lower()
-    return bool(re.search(r"\b(?:ik|mij|me|mijn|je|je suis|i would|i'd|i am)\b", own[:600])) and len(own) < 1500
+    return bool(re.search(r"\b(?:ik|mij|mijn|je suis|je souhaite|je voudrais|i would|i'd|i am)\b", own[:600])) and len(own) < 1500
 
 
 def cancellation(ctx: Context) -> Decision | None:
@@ -277,6 +288,11 @@ def cancellation(ctx: Context) -> Decision | None:
     if not m:
         return None
     review: list[str] = []
+    reg_any = _REG_STRONG.search(_without_questions(_CANCEL.sub(" ", text)))
+    if reg_any and not _CANCEL_EXPLICIT.search(text) and (
+            not _mentions_existing_registration(text) or _SELF_EXCLUDED.search(text)):
+        # "Zelf kan ik niet deelnemen" beside a signup of colleagues: a registration.
+        return None
     if _REPLACEMENT.search(text):
         review.append("Vervanging: iemand anders neemt de plaats in; controleer wie er ingeschreven moet worden")
     reg = _REG_STRONG.search(text)
@@ -295,9 +311,14 @@ def _mentions_existing_registration(text: str) -> bool:
                           text))
 
 
+def _without_questions(text: str) -> str:
+    """The text without its questions: 'tot wanneer kan men zich inschrijven?' asks, it does not sign up."""
+    return re.sub(r"[^.!?\n]*\?", " ", text)
+
+
 def registration(ctx: Context) -> Decision | None:
     text = ctx.intent_text
-    m = _REG_STRONG.search(text)
+    m = _REG_STRONG.search(_without_questions(text))
     form = _has_form(ctx)
     if not m and not form:
         return None
@@ -383,7 +404,8 @@ def classify(ctx: Context) -> Decision:
 
 
 def build_context(record: MailRecord, body: Body, options: Options, attachment_text: str = "") -> Context:
-    parts = [record.subject or ""]
+    # A reply's subject is the subject of the mail answered ("Re: Bevestiging inschrijving"): no intent.
+    parts = [] if is_reply_subject(record.subject) else [record.subject or ""]
     parts.append(body.own.text)
     for seg in body.forwarded:
         parts.append(seg.text)

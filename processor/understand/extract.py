@@ -38,7 +38,8 @@ _ORG_HEAD = re.compile(
     r"commune|ville|city of|municipality|regie|district|rekenhof|vlaams parlement|parlement|"
     r"sociaal-economische raad|serv|sar|minaraad|vvsg|vvp|agii|aiv|digitaal vlaanderen|informatie vlaanderen|"
     r"onroerend erfgoed|natuur en bos|wegen en verkeer|zorg en gezondheid|opgroeien|"
-    r"bruxelles|brussel|leefmilieu brussel|bruxelles environnement|europese commissie|european commission)\b",
+    r"bruxelles|brussel|leefmilieu brussel|bruxelles environnement|europese commissie|european commission|"
+    r"flanders|flemish|agency|department of|ministry|federal|agence|institut|société|maatschappij)\b",
     re.IGNORECASE,
 )
 _ORG_ANYWHERE = re.compile(
@@ -49,10 +50,11 @@ _COMPANY = re.compile(
     r"\b(?:bvba|bv|nv|cvba|comm\.?v|vof|sprl|srl|sa|ltd|gmbh|inc|llc|b\.v\.|n\.v\.|consult\w*|consultancy|"
     r"advies(?:bureau|kantoor)?|adviseurs|partners|freelance\w*|zelfstandig\w*|studiebureau|bureau|interim|"
     r"solutions|services|group|groep)\b", re.IGNORECASE)
+_LEGAL_FORM = re.compile(r"\s+(?:bvba|bv|nv|cvba|vzw|asbl|sprl|srl|sa|comm\.?\s?v|vof|ltd|gmbh|b\.v\.|n\.v\.)\.?$", re.IGNORECASE)
 _DEPARTMENT = re.compile(
     r"^(?:dienst|afdeling|team|cel|directie|division|service|unit|sectie|stafdienst|entiteit|"
     r"beleidsdomein|domein|cluster|bedrijf|programma|project|bureau|secretariaat|kenniscentrum|"
-    r"direction|département|cellule|équipe|department|dept\.?|directorate|office of)\b", re.IGNORECASE)
+    r"direction|cellule|équipe|dept\.?|directorate|office of)\b", re.IGNORECASE)
 _FUNCTION = re.compile(
     r"\b(?:medewerker|beleidsmedewerker|stafmedewerker|adviseur|beleidsadviseur|coördinator|coordinator|"
     r"co[öo]rdinatrice|diensthoofd|afdelingshoofd|teamleider|teamverantwoordelijke|directeur|directrice|"
@@ -62,26 +64,38 @@ _FUNCTION = re.compile(
     r"chargée?|conseill[eè]re?|attachée?|gestionnaire|responsable|chef|head of|lead|senior|junior|"
     r"duurzaamheidsambtenaar|milieuambtenaar|mobiliteitsambtenaar|beleidsondersteuner|programmamanager|"
     r"kwaliteitscoördinator|communicatie|sdg[- ]?(?:coördinator|trekker|ambassadeur)|trekker|schepen|burgemeester|"
-    r"gedelegeerd|voorzitter|algemeen directeur|hoofd|projectverantwoordelijke|beleidsambtenaar)\b", re.IGNORECASE)
+    r"gedelegeerd|voorzitter|algemeen directeur|hoofd|projectverantwoordelijke|beleidsambtenaar|zaakvoerder|"
+    r"oprichter|founder|co-founder|owner|eigenaar|gérante?|zaakvoerster|researcher|onderzoeker|chercheu\w+|"
+    r"professor|docent|lector|assistent|assistant|intern)\b", re.IGNORECASE)
 _CONTACT_LINE = re.compile(
     r"(?:\+?\d[\d ./()-]{6,}|\b(?:tel|t|gsm|m|fax|f|mob|mobile|phone|tél|e|mail|e-mail|www|http|https)\b\.?\s*[:.]|"
     r"www\.|https?://|@|\b\d{4}\s+[A-Z][a-z]+|\b(?:straat|laan|plein|lei|steenweg|kaai|dreef|weg|rue|avenue|"
     r"boulevard|place|building|gebouw|bus|boîte)\b)", re.IGNORECASE)
 
 _SELF = re.compile(
-    r"\b(?:me|mij|mezelf|mijzelf|ikzelf|mijn persoon|ons|onszelf|onze inschrijving|mijn inschrijving|mijn deelname|"
-    r"mijn aanmelding)\b[^.\n?!]{0,60}\b(?:inschrijv\w*|in te schrijven|in\b|aan ?melden|aan\b|registr\w*|opgeven|op\b|"
-    r"af ?melden|af\b|uitschrijven|uit\b|annuleren|deelnemen)|"
-    r"\b(?:schrijf|meld|geef)\b\s+(?:ik|wij|we)\s+(?:me|mij|mezelf|ons|graag me|graag mij|graag ons|hierbij me|hierbij mij)\b|"
-    r"\b(?:ik|wij|we)\b[^.\n?!]{0,50}\b(?:deelnemen|deel ?(?:te )?nemen|aanwezig zijn|bijwonen|komen|meedoen|"
-    r"inschrijven|aansluiten|volgen|ingeschreven|geïnteresseerd|interesse)\b|"
-    r"\b(?:ik|wij|we)\s+(?:neem|nemen|kom|komen|schrijf|schrijven|meld|melden)\b[^.\n?!]{0,40}\b(?:deel|graag|me|mij|ons)\b|"
-    r"\b(?:ik|mijn collega)\s+en\s+(?:mijn|ik)\b|\bsamen met\b|\bik ook\b|\bmezelf\b|\bmijzelf\b|"
-    r"\bje\b[^.\n?!]{0,40}\b(?:m'inscrire|participer|assister|inscris|m'inscris|serai|viendrai|voudrais|souhaite|"
-    r"souhaiterais|dois annuler|désiste|pourrai pas)\b|\bm'inscri\w*|\bnous inscrire\b|\bmoi-même\b|\bnous (?:souhaitons|voudrions)\b|"
-    r"\bI\b[^.\n?!]{0,40}\b(?:register|sign up|attend|join|participate|enrol\w*|cancel|withdraw|be there|"
-    r"can't|cannot|won't|unable|be attending)\b|\b(?:register|sign|enrol)\s+me\b|\bmyself\b|\bme and my\b|"
-    r"\bmy colleague and I\b|\bmy registration\b|\b(?:ik|je|I)\b[^.\n?!]{0,30}\b(?:helaas|toch|malheureusement|unfortunately)\b",
+    r"\b(?:me|mij|mezelf|mijzelf|ikzelf|mijn persoon|onszelf)\b[^.\n?!]{0,60}\b(?:inschrijv\w*|in te schrijven|in\b|"
+    r"aan ?melden|aan\b|registr\w*|opgeven|op\b)|"
+    r"\b(?:schrijf|meld|geef|schrijven|melden|geven)\b\s+(?:ik|wij|we)\s+(?:graag |hierbij |bij deze |ook )?(?:me|mij|mezelf|ons)\b|"
+    r"\b(?:wij|we)\s+(?:schrijven|melden|geven)\s+ons\b|"
+    r"\b(?:ik|wij|we)\b[^.\n?!]{0,50}\b(?:deelnemen|deel ?(?:te )?nemen|deelgenomen|aanwezig zijn|bijwonen|meedoen|aansluiten|"
+    r"geïnteresseerd|interesse)\b|\bplaats(?:je)? voor (?:mij|me|mezelf)\b|"
+    r"\b(?:neem|kom)\b\s+(?:ik|ikzelf)\b(?![^.\n?!]{0,20}\bniet\b)|\b(?:ik|ikzelf)\s+(?:neem|kom)\b(?![^.\n?!]{0,20}\bniet\b)|"
+    r"\b(?:ik|mijn collega)\s+en\s+(?:mijn|ik)\b|\ben (?:ik|ikzelf|mezelf|mijzelf|ook mezelf)\b|\bsamen met\b|\bik ook\b|"
+    r"\bmezelf\b|\bmijzelf\b|\bikzelf\b|\bzelf (?:neem|kom|schrijf|wil|zou) ik\b(?![^.\n?!]{0,20}\bniet\b)|"
+    r"\bm'inscri\w*|\bnous inscrire\b|\bmoi-même\b|\bje\b[^.\n?!]{0,40}\b(?:participer|assister|viendrai|serai présente?)\b|"
+    r"\b(?:et|ainsi que) moi\b|\bmyself\b|\bme and my\b|\bmy colleague and I\b|\b(?:register|sign|enrol)\s+me\b|\bsign me up\b|"
+    r"\bI\b[^.\n?!]{0,40}\b(?:attend|join|participate|be there)\b|"
+    r"\bI\b[^.\n?!]{0,30}\b(?:register|sign up|enrol\w*)\b(?!\s+(?:my|our|two|three|the following|these|him|her|them)\b)",
+    re.IGNORECASE,
+)
+# Cancelling oneself: "ik kan niet", "mijn inschrijving", "je dois annuler", "my registration".
+_SELF_CANCEL = re.compile(
+    r"\b(?:ik|ikzelf)\b[^.\n?!]{0,50}\b(?:niet|afmelden|uitschrijven|annuleren|afzeggen|verhinderd)\b|"
+    r"\b(?:me|mij|mezelf)\b[^.\n?!]{0,40}\b(?:af ?melden|af\b|uit ?(?:te )?schrijven|uit\b|schrappen)|"
+    r"\bmijn (?:inschrijving|aanmelding|deelname|plaats)\b|\bmon inscription\b|\bma participation\b|"
+    r"\bje\b[^.\n?!]{0,40}\b(?:annuler|pourrai pas|ne peux|désinscri\w*|dois|serai pas)\b|\bme désinscrire\b|"
+    r"\bmy (?:registration|participation|place|seat)\b|\bI\b[^.\n?!]{0,40}\b(?:can't|cannot|won't|unable|no longer|have to cancel|must cancel)\b|"
+    r"\b(?:cancel|remove|unregister)\s+me\b|\bwij\b[^.\n?!]{0,40}\bniet\b|\bwe\b[^.\n?!]{0,40}\bniet\b|\bons\b[^.\n?!]{0,20}\baf\b",
     re.IGNORECASE,
 )
 _NOT_SELF = re.compile(
@@ -239,6 +253,12 @@ def same_person(a: str | None, b: str | None) -> bool:
     return len(ta & tb) >= min(2, len(ta), len(tb))
 
 
+def _all_name_tokens_in(name: str | None, address: str | None) -> bool:
+    tokens = [t for t in _name_tokens(name) if len(t) > 2]
+    local = fold((address or "").split("@", 1)[0])
+    return len(tokens) >= 2 and all(t in local for t in tokens)
+
+
 def name_matches_address(name: str | None, address: str | None) -> bool:
     if not name or not address:
         return False
@@ -294,8 +314,9 @@ def organisation_from_signature(signature: str) -> str | None:
             piece = piece.strip(" .,;")
             if not piece or _CONTACT_LINE.search(piece) and not _ORG_HEAD.match(piece):
                 continue
-            if _ORG_HEAD.match(piece) and not _DEPARTMENT.match(piece):
-                org = normalise_organisation(piece)
+            if (_ORG_HEAD.match(piece) or _LEGAL_FORM.search(piece)) and not _DEPARTMENT.match(piece) \
+                    and not _FUNCTION.search(piece):
+                org = normalise_organisation(_LEGAL_FORM.sub("", piece).strip(" ,.") if _LEGAL_FORM.search(piece) else piece)
                 if not org:
                     continue
                 if _generic_government(org):
@@ -307,8 +328,31 @@ def organisation_from_signature(signature: str) -> str | None:
         if best and not _generic_government(best):
             break
     if best and _generic_government(best):
-        return None
+        best = None
+    if best is None:
+        best = _organisation_after_name(signature)
     return best
+
+
+def _organisation_after_name(signature: str) -> str | None:
+    """Without a telling word, the organisation is the first plain line under the name and function."""
+    lines = [l.strip(" \t*•>|_-") for l in signature.split("\n")[:12]]
+    lines = [l for l in lines if l]
+    seen_name = False
+    for line in lines:
+        if re.match(r"^(?:" + _SIGN_OFF_WORDS + r")\b[\s,!.]*$", line, re.IGNORECASE):
+            continue
+        if not seen_name:
+            if NAME_RUN.fullmatch(_case_for_run(clean_name(line) or "")) or (clean_name(line) or "").count(" ") == 0:
+                seen_name = True
+                continue
+            return None
+        if _CONTACT_LINE.search(line) or _FUNCTION.search(line) or _DEPARTMENT.match(line) or _generic_government(line):
+            continue
+        if len(line.split()) <= 8 and line[:1].isupper() and not re.search(r"\d", line):
+            return normalise_organisation(line)
+        return None
+    return None
 
 
 _ORG_IN_TEXT = re.compile(
@@ -671,10 +715,20 @@ def extract(ctx: Context, kind: str) -> Extraction:
                 found.append(Person(name=clean_name(name) or name_from_address(addr), email=addr, source="cc"))
 
     # The author's own address in the text (a signature, "mijn adres is ...") is the author.
-    self_cue = bool(_SELF.search(text)) or bool(_SELF.search(ctx.record.subject or ""))
+    if kind == "cancellation":
+        self_cue = bool(_SELF_CANCEL.search(text))
+    else:
+        self_cue = bool(_SELF.search(text)) or bool(_SELF.search(ctx.record.subject or ""))
     not_self = bool(_NOT_SELF.search(text)) and not re.search(r"(?i)\b(?:en|and|et)\s+(?:mezelf|mijzelf|ikzelf|me|mij|myself|moi)\b|\bik ook\b|\b(?:mezelf|mijzelf|myself)\b", text)
     others: list[Person] = []
     for p in found:
+        if p.email and author.email and is_webmail(author.email) and not is_webmail(p.email) and (
+                same_person(p.full_name(), author.name) or _all_name_tokens_in(author.name, p.email)):
+            # A private address with the work address given in the text: the work address counts.
+            author.email = p.email
+            author.organisation = p.organisation or organisation_for_domain(domain_of(p.email), table) or author.organisation
+            self_cue = True
+            continue
         if p.email and author.email and p.email == author.email:
             author.name = author.name if (author.name and len(author.name.split()) >= 2) else (p.full_name() or author.name)
             author.organisation = p.organisation or author.organisation
@@ -693,9 +747,12 @@ def extract(ctx: Context, kind: str) -> Extraction:
         others.append(p)
 
     include_author = (not others) or (self_cue and not not_self)
-    if others and not include_author and author.email and ctx.record.sender == author.email and \
-            re.search(r"(?i)\bwij\b|\bwe\b|\bnous\b", text) and not not_self:
-        include_author = True
+    if kind == "cancellation" and others and self_cue:
+        # "Ik kan niet meer; mijn collega neemt mijn plaats in / blijft ingeschreven": only the sender goes.
+        plural = re.search(r"(?i)\b(?:wij|we|beiden|allebei|both|nous|all of us|ons beiden|mijn collega en ik|"
+                           r"ik en mijn collega)\b", text)
+        if not plural:
+            others = []
     people = ([author] if include_author else []) + others
     people = _merge(people)
 
