@@ -46,18 +46,20 @@ def _read(record: MailRecord, options: Options) -> Reading:
     decision = classify(ctx)
     reasons = [decision.reason, *decision.review]
     participants: tuple[Participant, ...] = ()
+    substitutes: tuple[Participant, ...] = ()
     needs_review = bool(decision.review)
     if decision.kind in ("registration", "cancellation"):
         found = extract(ctx, decision.kind)
         participants = tuple(found.participants)
+        substitutes = tuple(found.substitutes)
         reasons += found.review
         needs_review = needs_review or bool(found.review)
         if att_notes:
             reasons += att_notes
             needs_review = True
     elif decision.kind == "other" and decision.replies_allowed:
-        # Questions and unclear mails go to the organisers' list.
-        needs_review = True
+        # Questions and unclear mails go to the organisers' list; a plain thank-you does not.
+        needs_review = not _just_thanks(body.own.text)
     if record.errors and decision.kind in ("registration", "cancellation"):
         reasons.append("Bericht was beschadigd: " + "; ".join(record.errors)[:200])
         needs_review = True
@@ -77,7 +79,18 @@ def _read(record: MailRecord, options: Options) -> Reading:
         excerpt=_excerpt(excerpt_source),
         replies_allowed=decision.replies_allowed and decision.kind in ("registration", "cancellation", "other"),
         is_reply_to_us=ctx.is_reply_to_us,
+        substitutes=substitutes,
     )
+
+
+_THANKS_ONLY = re.compile(
+    r"^\W*(?:(?:hartelijk |heel erg |alvast |nogmaals |many |thanks a lot)?(?:bedankt|dank ?(?:u|je)(?: ?wel)?|merci|thanks|thank you)|"
+    r"(?:goed|prima|perfect) ontvangen|ok(?:é|e)?|top|super)\b", re.IGNORECASE)
+
+
+def _just_thanks(text: str) -> bool:
+    text = text.strip()
+    return bool(text) and len(text) < 300 and "?" not in text and bool(_THANKS_ONLY.match(text))
 
 
 def _fallback(raw: bytes, error: Exception) -> Reading:

@@ -333,11 +333,30 @@ def registration(ctx: Context) -> Decision | None:
     if _PARTIAL.search(text):
         review.append("Inschrijving voor slechts een deel van de sessies")
     own_q = re.sub(r"(?m)^.*\b(?:https?://|www\.)\S*.*$", "", own)
-    if "?" in own_q:
-        question = _question_sentence(own_q)
+    for question in _questions(own_q):
+        # A request the confirmation answers anyway ("kunnen jullie dit bevestigen?") needs no organiser.
+        if _REQUEST.match(question) or _HANDLED.search(question):
+            continue
         review.append(f"Bevat ook een vraag: \u201c{question}\u201d")
+        break
     why = f"\u201c{m.group(0).strip()[:60]}\u201d" if m else "inschrijvingsformulier"
     return Decision("registration", f"Inschrijving: {why}", review=tuple(review))
+
+
+_REQUEST = re.compile(
+    r"^(?:(?:en|maar|dus|ook)\s+)?(?:kunnen|kan|kunt|mogen|mag|wil|wilt|willen|zou|zouden)\s+(?:jullie|je|jij|u|de organisatoren)\b|"
+    r"^(?:could|can|would|will)\s+you\b|^(?:pourriez|pouvez|voudriez)[- ]vous\b|^(?:graag|gelieve)\b",
+    re.IGNORECASE)
+_HANDLED = re.compile(
+    r"\b(?:bevestig\w*|confirm\w*|ingeschreven|inscrit\w*|registered|eerste (?:twintig|20)|wachtlijst|waiting list|"
+    r"plaats(?:je)? (?:vrij|over)|nog plaats|ontvangen|reçu|received)\b", re.IGNORECASE)
+
+
+def _questions(text: str) -> list[str]:
+    out = []
+    for m in re.finditer(r"\?", text):
+        out.append(_question_sentence(text[:m.end()]))
+    return out
 
 
 def _question_sentence(text: str) -> str:

@@ -153,6 +153,7 @@ class Person:
 class Extraction:
     participants: list[Participant]
     review: list[str] = field(default_factory=list)
+    substitutes: list[Participant] = field(default_factory=list)
 
 
 # --- small helpers -----------------------------------------------------------------------------------
@@ -729,6 +730,13 @@ def extract(ctx: Context, kind: str) -> Extraction:
             author.organisation = p.organisation or organisation_for_domain(domain_of(p.email), table) or author.organisation
             self_cue = True
             continue
+        if p.email and not author.email and (same_person(p.full_name(), author.name) or
+                                             _all_name_tokens_in(author.name, p.email)):
+            # An Outlook forward shows the author's display name only; the address is in the text.
+            author.email = p.email
+            author.organisation = author.organisation or p.organisation or \
+                organisation_for_domain(domain_of(p.email), table)
+            continue
         if p.email and author.email and p.email == author.email:
             author.name = author.name if (author.name and len(author.name.split()) >= 2) else (p.full_name() or author.name)
             author.organisation = p.organisation or author.organisation
@@ -747,11 +755,14 @@ def extract(ctx: Context, kind: str) -> Extraction:
         others.append(p)
 
     include_author = (not others) or (self_cue and not not_self)
+    substitutes: list[Person] = []
     if kind == "cancellation" and others and self_cue:
         # "Ik kan niet meer; mijn collega neemt mijn plaats in / blijft ingeschreven": only the sender goes.
         plural = re.search(r"(?i)\b(?:wij|we|beiden|allebei|both|nous|all of us|ons beiden|mijn collega en ik|"
                            r"ik en mijn collega)\b", text)
         if not plural:
+            if re.search(r"(?i)\bplaats\b|\bvervang\w*|\bremplac\w*|\breplace\w*|\binstead\b|\bà ma place\b", text):
+                substitutes = [p for p in others if p.email or p.full_name()]
             others = []
     people = ([author] if include_author else []) + others
     people = _merge(people)
@@ -796,4 +807,9 @@ def extract(ctx: Context, kind: str) -> Extraction:
     emails = [p.email for p in participants if p.email]
     if len(emails) != len(set(emails)):
         review.append("Hetzelfde adres komt meermaals voor")
-    return Extraction(participants=participants, review=review)
+    subs = []
+    for p in substitutes:
+        org = p.organisation or (author.organisation if not p.email or domain_of(p.email) == domain_of(author.email)
+                                 else organisation_for_domain(domain_of(p.email), table))
+        subs.append(Participant(name=p.full_name() or name_from_address(p.email), email=p.email, organisation=org))
+    return Extraction(participants=participants, review=review, substitutes=subs)
