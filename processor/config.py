@@ -29,6 +29,11 @@ class Session:
     start: dt.time
     end: dt.time
     timezone: ZoneInfo
+    # Per-session overrides (empty: the event's place / link); `prepare` is shown in reminders.
+    place: str = ""
+    online_link: str = ""
+    prepare: str = ""
+    cancelled: bool = False
 
     @property
     def starts_at(self) -> dt.datetime:
@@ -101,6 +106,34 @@ class Smtp(Server):
 
 
 @dataclass(frozen=True)
+class Reminders:
+    """How long before each session a reminder goes out, at what local time of day."""
+
+    lead_days: tuple[int, ...] = (7, 1)
+    send_time: dt.time = dt.time(10, 0)
+
+
+SUBSTITUTE_POLICIES = ("same_organisation", "anyone", "never")
+
+
+@dataclass(frozen=True)
+class CharterSignatory:
+    name: str
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """When signups and promotions stop, and the rules for seats."""
+
+    closes: dt.datetime
+    promotion_closes: dt.datetime
+    substitutes: str = "same_organisation"
+    max_per_organisation: int = 0  # 0: no cap
+    charter: tuple[CharterSignatory, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     event: Event
@@ -111,7 +144,15 @@ class Settings:
     max_retry_delay_seconds: int
     organisations_file: Path
     max_participants_per_mail: int
+    registration: Registration
+    retention_days: int = 365
+    reminders: Reminders = field(default_factory=Reminders)
     templates_dir: Path = field(default_factory=resources.templates_dir)
+
+    @property
+    def retention_ends(self) -> dt.datetime:
+        """Personal data is kept this long after the last session ends."""
+        return self.event.sessions[-1].ends_at + dt.timedelta(days=self.retention_days)
 
     @property
     def own_addresses(self) -> frozenset[str]:
@@ -143,7 +184,8 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(key, f"must be a {kind.__name__}, not {value!r}")
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            self.fail(key, f"must be a {names}, not {value!r}")
         if choices is not None and value not in choices:
             self.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
         return value
@@ -214,7 +256,11 @@ def _event(source: Path, raw: dict) -> Event:
         start, end = s.time("start"), s.time("end")
         if end <= start:
             s.fail("end", "must be after start")
-        sessions.append(Session(s.positive("number"), s.get("theme", str), date, start, end, tz))
+        sessions.append(Session(s.positive("number"), s.get("theme", str), date, start, end, tz,
+                                place=s.get("place", str, ""),
+                                online_link=s.get("online_link", str, ""),
+                                prepare=s.get("prepare", str, ""),
+                                cancelled=s.get("cancelled", bool, False)))
     numbers = [x.number for x in sessions]
     if len(set(numbers)) != len(numbers):
         raise ConfigError(f"{source}: [[sessions]] number: session numbers must be unique")
@@ -230,6 +276,64 @@ def _event(source: Path, raw: dict) -> Event:
         trainers=sec.get("trainers", str, ""),
         sessions=tuple(sorted(sessions, key=lambda x: x.starts_at)),
     )
+
+
+def _moment(sec: _Section, key: str, default: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    value = sec.get(key, (str, dt.datetime), "")
+    if value == "":
+        return default
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            sec.fail(key, f"must be a moment like 2018-06-26T14:00:00, not {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=tz)
+
+
+def _charter(source: Path, file_name: str) -> tuple[CharterSignatory, ...]:
+    if not file_name:
+        return ()
+    path = source.parent / file_name
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: [registration] charter_file: no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    items = raw.get("signatory", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: [[signatory]]: must be a list of tables")
+    signatories = []
+    for i, item in enumerate(items, start=1):
+        sec = _Section(path, f"signatory #{i}", item)
+        domains = sec.get("domains", list, [])
+        if not all(isinstance(d, str) and d for d in domains):
+            sec.fail("domains", "must be a list of mail domains like \"gent.be\"")
+        signatories.append(CharterSignatory(sec.get("name", str),
+                                            tuple(d.lower().lstrip("@") for d in domains)))
+    return tuple(signatories)
+
+
+def _registration(source: Path, raw: dict, event: Event) -> Registration:
+    sec = _Section(source, "registration", raw.get("registration", {}))
+    sessions = event.sessions
+    # Sessions build on each other: by default a newcomer may still join until the second one.
+    default_close = sessions[1].starts_at if len(sessions) > 1 else sessions[0].starts_at
+    closes = _moment(sec, "closes", default_close, event.timezone)
+    return Registration(
+        closes=closes,
+        promotion_closes=_moment(sec, "promotion_closes", closes, event.timezone),
+        substitutes=sec.get("substitutes", str, "same_organisation", choices=SUBSTITUTE_POLICIES),
+        max_per_organisation=_non_negative(sec, "max_per_organisation"),
+        charter=_charter(source, sec.get("charter_file", str, "")),
+    )
+
+
+def _non_negative(sec: _Section, key: str) -> int:
+    value = sec.get(key, int, 0)
+    if value < 0:
+        sec.fail(key, f"must be 0 (no limit) or more, not {value}")
+    return value
 
 
 def load(path: str | os.PathLike | None = None) -> Settings:
@@ -280,4 +384,19 @@ def from_dict(raw: dict, source: Path) -> Settings:
         max_retry_delay_seconds=wk.positive("max_retry_delay_seconds", 3600),
         organisations_file=organisations_file,
         max_participants_per_mail=und.positive("max_participants_per_mail", 10),
+        registration=_registration(source, raw, event),
+        retention_days=_Section(source, "privacy", raw.get("privacy", {})).positive(
+            "retention_days", 365),
+        reminders=_reminders(source, raw),
     )
+
+
+def _reminders(source: Path, raw: dict) -> Reminders:
+    sec = _Section(source, "reminders", raw.get("reminders", {}))
+    leads = sec.get("lead_days", list, [7, 1])
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in leads) \
+            or len(set(leads)) != len(leads):
+        sec.fail("lead_days", f"must be a list of different positive numbers of days, not {leads!r}")
+    send_time = sec.time("send_time") if "send_time" in sec.data else dt.time(10, 0)
+    # Longest lead first: the order reminders go out in.
+    return Reminders(lead_days=tuple(sorted(leads, reverse=True)), send_time=send_time)

@@ -113,6 +113,62 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
         """,
     ),
+    (
+        2,
+        "waiting list lifecycle: charter, organisation key, substitutes, forgetting",
+        """
+        ALTER TABLE registrations ADD COLUMN org_key TEXT;
+        ALTER TABLE registrations ADD COLUMN name_key TEXT;
+        CREATE INDEX registrations_by_name ON registrations (name_key, status);
+        ALTER TABLE registrations ADD COLUMN charter INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE registrations ADD COLUMN source TEXT NOT NULL DEFAULT 'mail';
+        ALTER TABLE registrations ADD COLUMN wait_reason TEXT;
+        ALTER TABLE registrations ADD COLUMN substitute_for INTEGER REFERENCES registrations (id);
+        ALTER TABLE registrations ADD COLUMN forgotten INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX registrations_by_org ON registrations (status, org_key);
+        CREATE INDEX registrations_by_sender ON registrations (registered_by, status);
+        ALTER TABLE events ADD COLUMN forgotten INTEGER NOT NULL DEFAULT 0;
+        -- The log stays append-only, except that a person's data may be blanked on request.
+        DROP TRIGGER events_append_only_update;
+        CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+            WHEN NOT (NEW.forgotten = 1 AND NEW.id = OLD.id AND NEW.at = OLD.at
+                      AND NEW.actor = OLD.actor AND NEW.action = OLD.action)
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+        """,
+    ),
+    (
+        3,
+        "reminders sent and sessions announced",
+        """
+        -- One row per reminder owed to a participant: the UNIQUE key is the exactly-once
+        -- guarantee, written in the same transaction as the outbox row (outbox_id). A reminder
+        -- made needless by an update mail about its session is recorded with no outbox row.
+        -- sequence is the session's announced version: a moved session gets its reminders anew.
+        CREATE TABLE reminders_sent (
+            id               INTEGER PRIMARY KEY,
+            registration_id  INTEGER NOT NULL REFERENCES registrations (id),
+            session_number   INTEGER NOT NULL,
+            lead_days        INTEGER NOT NULL,
+            sequence         INTEGER NOT NULL DEFAULT 0,
+            due_at           TEXT NOT NULL,
+            outbox_id        INTEGER REFERENCES outbox (id),
+            covered_by       TEXT NOT NULL CHECK (covered_by IN ('reminder', 'update')),
+            created_at       TEXT NOT NULL,
+            UNIQUE (registration_id, session_number, lead_days, sequence)
+        );
+        CREATE INDEX reminders_sent_by_session ON reminders_sent (session_number);
+
+        -- What participants were last told about each session (date, hours, place, cancelled),
+        -- so that a change in the config is noticed once and announced with SEQUENCE raised.
+        CREATE TABLE session_announcements (
+            session_number   INTEGER PRIMARY KEY,
+            fingerprint      TEXT NOT NULL,
+            sequence         INTEGER NOT NULL,
+            cancelled        INTEGER NOT NULL DEFAULT 0,
+            announced_at     TEXT NOT NULL
+        );
+        """,
+    ),
 )
 
 
@@ -155,7 +211,8 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
     )
     applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     done = []
-    for version, name, sql in MIGRATIONS:
+    # Sorted: numbers may be added to the tuple out of order by parallel work.
+    for version, name, sql in sorted(MIGRATIONS):
         if version in applied:
             continue
         # executescript would commit on its own; run statement by statement inside one transaction.
@@ -320,22 +377,40 @@ class Store:
             "SELECT * FROM registrations WHERE id = ?", (registration_id,)
         ).fetchone()
 
-    def add_registration(self, *, email, name, organisation, arrived_at: str, arrival_uid: int,
-                         arrival_index: int, message_id: int | None, registered_by: str | None,
-                         capacity: int, now: dt.datetime) -> int:
+    def add_registration(self, *, email, name, name_key, organisation, org_key, charter: bool,
+                         arrived_at: str, arrival_uid: int, arrival_index: int,
+                         message_id: int | None, registered_by: str | None, capacity: int,
+                         max_per_org: int, source: str, now: dt.datetime,
+                         substitute_for: int | None = None, status: str | None = None) -> int:
         """The seat decision, in SQL inside the caller's transaction: confirmed while fewer than
-        capacity are confirmed, else waitlisted. A seat once given is never re-decided here, so a
-        mail that turns up late with an older arrival time joins the queue by arrival only."""
+        capacity are confirmed (and, when a cap is set, fewer than max_per_org of the same
+        organisation), else waitlisted. A seat once given is never re-decided here, so a mail that
+        turns up late with an older arrival time joins the queue by arrival only."""
         cur = self.conn.execute(
-            "INSERT INTO registrations (email, name, organisation, status, arrived_at,"
-            " arrival_uid, arrival_index, message_id, registered_by, created_at, updated_at)"
-            " VALUES (?, ?, ?, CASE WHEN (SELECT COUNT(*) FROM registrations"
-            "   WHERE status = 'confirmed') < ? THEN 'confirmed' ELSE 'waitlisted' END,"
-            " ?, ?, ?, ?, ?, ?, ?)",
-            (email, name, organisation, capacity, arrived_at, arrival_uid, arrival_index,
-             message_id, registered_by, iso(now), iso(now)),
+            "INSERT INTO registrations (email, name, name_key, organisation, org_key, charter, status,"
+            " arrived_at, arrival_uid, arrival_index, message_id, registered_by, source,"
+            " substitute_for, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, COALESCE(?, CASE"
+            "   WHEN (SELECT COUNT(*) FROM registrations WHERE status = 'confirmed') >= ?"
+            "     THEN 'waitlisted'"
+            "   WHEN ? > 0 AND (SELECT COUNT(*) FROM registrations"
+            "     WHERE status = 'confirmed' AND org_key = ?) >= ? THEN 'waitlisted'"
+            "   ELSE 'confirmed' END), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (email, name, name_key, organisation, org_key, int(charter), status, capacity, max_per_org,
+             org_key, max_per_org, arrived_at, arrival_uid, arrival_index, message_id,
+             registered_by, source, substitute_for, iso(now), iso(now)),
         )
         return cur.lastrowid
+
+    def confirmed_in_org(self, org_key: str) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM registrations WHERE status = 'confirmed' AND org_key = ?",
+            (org_key,),
+        ).fetchone()[0]
+
+    def set_wait_reason(self, registration_id: int, reason: str | None):
+        self.conn.execute("UPDATE registrations SET wait_reason = ? WHERE id = ?",
+                          (reason, registration_id))
 
     def waitlist_position(self, registration_id: int) -> int | None:
         row = self.conn.execute(
@@ -353,11 +428,22 @@ class Store:
             (status, iso(now), registration_id),
         )
 
-    def first_waiting(self) -> sqlite3.Row | None:
+    def first_waiting(self, max_per_org: int = 0) -> sqlite3.Row | None:
+        """The head of the waiting list; with an organisation cap, the first whose organisation
+        is still under it (the others keep their place)."""
         return self.conn.execute(
-            "SELECT * FROM registrations WHERE status = 'waitlisted'"
-            " ORDER BY arrived_at, arrival_uid, arrival_index, id LIMIT 1"
+            "SELECT * FROM registrations r WHERE status = 'waitlisted'"
+            " AND (? = 0 OR (SELECT COUNT(*) FROM registrations c WHERE c.status = 'confirmed'"
+            "                AND c.org_key = r.org_key) < ?)"
+            " ORDER BY arrived_at, arrival_uid, arrival_index, id LIMIT 1",
+            (max_per_org, max_per_org),
         ).fetchone()
+
+    def live_by_name(self, name_key: str) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM registrations WHERE name_key = ? AND status != 'cancelled'"
+            " ORDER BY id", (name_key,),
+        ).fetchall()
 
     def confirmed_count(self) -> int:
         return self.conn.execute(
@@ -429,3 +515,72 @@ class Store:
         return self.conn.execute(
             "SELECT * FROM events WHERE email = ? ORDER BY id", (email,)
         ).fetchall()
+
+    # -- reminders --------------------------------------------------------------------------
+    def confirmed_participants(self) -> list[sqlite3.Row]:
+        """Confirmed registrations with the moment they got their seat (confirmed_since): a
+        reminder is owed only to those who already held a seat when it fell due."""
+        return self.conn.execute(
+            "SELECT r.id, r.email, r.name, r.organisation, COALESCE("
+            "   (SELECT MAX(e.at) FROM events e WHERE e.registration_id = r.id"
+            "     AND e.action IN ('confirmed', 'promoted', 'substitute')), r.updated_at)"
+            " AS confirmed_since"
+            " FROM registrations r WHERE r.status = 'confirmed'"
+            " ORDER BY r.arrived_at, r.arrival_uid, r.arrival_index, r.id"
+        ).fetchall()
+
+    def reminder_keys(self) -> set[tuple[int, int, int, int]]:
+        return {(r[0], r[1], r[2], r[3]) for r in self.conn.execute(
+            "SELECT registration_id, session_number, lead_days, sequence FROM reminders_sent"
+        )}
+
+    def record_reminder(self, *, registration_id: int, session_number: int, lead_days: int,
+                        sequence: int, due_at: dt.datetime, covered_by: str,
+                        now: dt.datetime) -> int | None:
+        """The exactly-once gate: the row id, or None when this reminder is already recorded."""
+        cur = self.conn.execute(
+            "INSERT INTO reminders_sent (registration_id, session_number, lead_days, sequence,"
+            " due_at, covered_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (registration_id, session_number, lead_days, sequence) DO NOTHING",
+            (registration_id, session_number, lead_days, sequence, iso(due_at), covered_by,
+             iso(now)),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    def link_reminder(self, reminder_id: int, outbox_id: int):
+        self.conn.execute(
+            "UPDATE reminders_sent SET outbox_id = ? WHERE id = ?", (outbox_id, reminder_id)
+        )
+
+    def reminders_sent(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT s.*, r.email, o.state AS outbox_state FROM reminders_sent s"
+            " JOIN registrations r ON r.id = s.registration_id"
+            " LEFT JOIN outbox o ON o.id = s.outbox_id ORDER BY s.id"
+        ).fetchall()
+
+    def supersede_pending_reminders(self, session_number: int, reason: str) -> int:
+        """A reminder still waiting in the outbox for a session that changed would be stale."""
+        cur = self.conn.execute(
+            "UPDATE outbox SET state = 'failed', last_error = ? WHERE state = 'pending'"
+            " AND id IN (SELECT outbox_id FROM reminders_sent WHERE session_number = ?"
+            "   AND outbox_id IS NOT NULL)",
+            (reason, session_number),
+        )
+        return cur.rowcount
+
+    def session_announcements(self) -> dict[int, sqlite3.Row]:
+        return {r["session_number"]: r for r in self.conn.execute(
+            "SELECT * FROM session_announcements"
+        )}
+
+    def announce_session(self, *, session_number: int, fingerprint: str, sequence: int,
+                         cancelled: bool, now: dt.datetime, only_if_new: bool = False):
+        conflict = "DO NOTHING" if only_if_new else (
+            "DO UPDATE SET fingerprint = excluded.fingerprint, sequence = excluded.sequence,"
+            " cancelled = excluded.cancelled, announced_at = excluded.announced_at")
+        self.conn.execute(
+            "INSERT INTO session_announcements (session_number, fingerprint, sequence, cancelled,"
+            f" announced_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_number) {conflict}",
+            (session_number, fingerprint, sequence, int(cancelled), iso(now)),
+        )

@@ -103,12 +103,30 @@ def apply_cancellation(w: Work) -> bool:
     if w.reading.kind != "cancellation":
         return False
     origin = registry.origin_of(w.message, w.reading)
-    emails = [p.email for p in w.reading.participants if p.email] or [w.reading.sender]
-    for email in emails:
-        if not registry.cancel(w.store, w.settings, email, origin, w.now, w.outcome):
-            w.outcome.state = "review"
-            w.store.log(now=w.now, action="needs_review", email=email, message=w.message["id"],
-                        reason=f"cancellation for {email}, who has no live registration")
+    targets = registry.cancellation_targets(w.store, w.reading.sender, w.reading.participants)
+    for problem in targets.problems:
+        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
+                    message=w.message["id"], reason=problem)
+        w.outcome.review(problem)
+    substitutes = [p for p in w.reading.substitutes if p.email]
+    if w.reading.substitutes:
+        if (len(targets.found) == 1 and len(substitutes) == 1 and not targets.unknown
+                and registry.substitute(w.store, w.settings, targets.found[0], substitutes[0],
+                                        origin, w.now, w.outcome)):
+            return True
+        # A substitute the rules do not cover: nothing changes until an organiser decides.
+        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
+                    message=w.message["id"],
+                    reason="a substitute was named, but not one the rules allow to take over "
+                           f"(policy {w.settings.registration.substitutes}): an organiser decides")
+        w.outcome.review("substitute needs an organiser")
+        return True
+    for row in targets.found:
+        registry.cancel(w.store, w.settings, row, origin, w.now, w.outcome,
+                        reason=f"cancellation by mail from {w.reading.sender} "
+                               f"(was {row['status']})")
+    for person in targets.unknown:
+        registry.tell_not_registered(w.store, w.settings, person, origin, w.now, w.outcome)
     return True
 
 

@@ -1,7 +1,7 @@
-"""Apply what a mail means to the registry: seats in arrival order, the waiting list, replies, the log.
+"""Apply what a mail or an organiser means to the registry: seats, the waiting list, replies, the log.
 
-Every function here runs inside the caller's transaction (see pipeline.apply_one), so a
-registration, the replies it causes and the event-log row explaining it commit together or not at all.
+Every function here runs inside the caller's transaction (pipeline.apply_one, organiser.act), so a
+change, the replies it causes and the event-log row explaining it commit together or not at all.
 """
 
 from __future__ import annotations
@@ -10,26 +10,33 @@ import datetime as dt
 import sqlite3
 from dataclasses import dataclass, field
 
-from processor import compose
+from processor import compose, ical
+from processor.clock import iso
 from processor.config import Settings
 from processor.db import Store
+from processor.names import fold, name_key, org_key
 from processor.understand.model import Participant, Reading
 
 REPLY_PRIORITY = 0
+WORKER = "worker"
 
 
 @dataclass
 class Outcome:
-    """What applying one mail did; `state` is the message's final state."""
+    """What applying one mail or command did; `state` is the message's final state."""
 
     state: str = "processed"
     notes: list[str] = field(default_factory=list)
     replies: int = 0
 
+    def review(self, note: str) -> None:
+        self.state = "review"
+        self.notes.append(note)
+
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a registration comes from: its mail and arrival, the queue's sort key."""
+    """Where a change comes from: its mail (if any), its arrival (the queue's sort key), its actor."""
 
     message: int | None
     arrived_at: str
@@ -38,9 +45,14 @@ class Origin:
     sender_name: str | None
     in_reply_to: str | None
     references: tuple[str, ...]
+    actor: str = WORKER
+
+    @property
+    def source(self) -> str:
+        return "mail" if self.actor == WORKER else "organiser"
 
 
-def origin_of(message: sqlite3.Row, reading: Reading) -> Origin:
+def origin_of(message: sqlite3.Row, reading: Reading, actor: str = WORKER) -> Origin:
     return Origin(
         message=message["id"],
         arrived_at=message["arrived_at"],
@@ -49,21 +61,43 @@ def origin_of(message: sqlite3.Row, reading: Reading) -> Origin:
         sender_name=reading.sender_name,
         in_reply_to=reading.message_id,
         references=reading.references,
+        actor=actor,
     )
 
 
+def by_hand(actor: str, now: dt.datetime) -> Origin:
+    """A change an organiser makes (phone, desk): it arrives now, with no mail behind it."""
+    return Origin(message=None, arrived_at=iso(now), uid=0, sender=None, sender_name=None,
+                  in_reply_to=None, references=(), actor=actor)
+
+
+def is_charter(settings: Settings, organisation: str | None, email: str | None) -> bool:
+    domain = email.rpartition("@")[2].lower() if email else ""
+    folded = fold(organisation)
+    for signatory in settings.registration.charter:
+        if folded and folded == fold(signatory.name):
+            return True
+        if domain and any(domain == d or domain.endswith("." + d) for d in signatory.domains):
+            return True
+    return False
+
+
 def queue_reply(store: Store, settings: Settings, kind: str, *, person: dict, origin: Origin,
-                registration_id: int | None, now: dt.datetime, extra: dict) -> None:
+                registration_id: int | None, now: dt.datetime, extra: dict,
+                copy_sender: bool = True) -> None:
     """Render the reply now and store it whole, so that a resend after a crash is the same mail."""
     context = compose.event_context(settings, now) | {"person": person} | extra
     rendered = compose.render(settings, kind, context)
     own = settings.own_addresses
     cc = []
-    if origin.sender and origin.sender != person["email"] and origin.sender not in own:
+    if (copy_sender and origin.sender and origin.sender != person["email"]
+            and origin.sender not in own):
         cc.append((origin.sender_name, origin.sender))
+    attach = ical.ATTACHMENTS.get(kind)
     msg = compose.build(
         settings, rendered, to=[(person["name"], person["email"])], cc=cc,
         in_reply_to=origin.in_reply_to, references=origin.references, now=now,
+        attachments=attach(store, settings, now, extra) if attach else (),
     )
     store.queue_mail(
         kind=kind, priority=REPLY_PRIORITY, order_key=origin.arrived_at,
@@ -78,86 +112,219 @@ def _person(row: sqlite3.Row) -> dict:
     return {"name": row["name"], "email": row["email"], "organisation": row["organisation"]}
 
 
+def _registered_by(origin: Origin, email: str) -> str | None:
+    if origin.sender and origin.sender != email:
+        return origin.sender_name or origin.sender
+    return None
+
+
 def register(store: Store, settings: Settings, person: Participant, index: int, origin: Origin,
-             now: dt.datetime, outcome: Outcome, actor: str = "worker") -> None:
+             now: dt.datetime, outcome: Outcome) -> int | None:
+    """One person signs up: a seat if one is free in arrival order, else the waiting list."""
     existing = store.live_registration(person.email)
     if existing is not None:
         position = store.waitlist_position(existing["id"])
         queue_reply(store, settings, "already_registered", person=_person(existing),
                     origin=origin, registration_id=existing["id"], now=now,
                     extra={"status": existing["status"], "position": position})
-        store.log(now=now, actor=actor, action="already_registered", email=person.email,
+        store.log(now=now, actor=origin.actor, action="already_registered", email=person.email,
                   registration_id=existing["id"], message=origin.message,
                   reason=f"{person.email} is already {existing['status']}"
                   + (f" (waiting list position {position})" if position else "")
                   + "; no second seat, told where they stand")
         outcome.replies += 1
-        return
+        return existing["id"]
+
+    closes = settings.registration.closes
+    if origin.source == "mail" and dt.datetime.fromisoformat(origin.arrived_at) > closes:
+        queue_reply(store, settings, "registration_closed", person=person.__dict__,
+                    origin=origin, registration_id=None, now=now, extra={})
+        store.log(now=now, actor=origin.actor, action="registration_closed", email=person.email,
+                  message=origin.message,
+                  reason=f"arrived {origin.arrived_at}, after registration closed at "
+                         f"{iso(closes)}; no seat, told so")
+        outcome.replies += 1
+        return None
+
+    key = org_key(person.organisation, person.email)
+    charter = is_charter(settings, person.organisation, person.email)
+    cap = settings.registration.max_per_organisation
     registration_id = store.add_registration(
-        email=person.email, name=person.name, organisation=person.organisation,
+        email=person.email, name=person.name, name_key=name_key(person.name),
+        organisation=person.organisation, org_key=key, charter=charter,
         arrived_at=origin.arrived_at, arrival_uid=origin.uid, arrival_index=index,
         message_id=origin.message, registered_by=origin.sender,
-        capacity=settings.event.capacity, now=now,
+        capacity=settings.event.capacity, max_per_org=cap, source=origin.source, now=now,
     )
     row = store.registration(registration_id)
-    registered_by = None
-    if origin.sender and origin.sender != person.email:
-        registered_by = origin.sender_name or origin.sender
+    extra = {"registered_by": _registered_by(origin, person.email), "charter": charter}
     if row["status"] == "confirmed":
         reason = (f"seat given: fewer than {settings.event.capacity} confirmed at arrival "
                   f"{origin.arrived_at}")
         queue_reply(store, settings, "confirmation", person=_person(row), origin=origin,
-                    registration_id=registration_id, now=now,
-                    extra={"registered_by": registered_by})
+                    registration_id=registration_id, now=now, extra=extra)
     else:
         position = store.waitlist_position(registration_id)
-        reason = (f"waitlisted at position {position}: all {settings.event.capacity} seats "
-                  f"were taken at arrival {origin.arrived_at}")
+        if store.confirmed_count() < settings.event.capacity:
+            why = f"the maximum of {cap} confirmed seats per organisation is reached"
+            store.set_wait_reason(registration_id, why)
+        else:
+            why = f"all {settings.event.capacity} seats were taken"
+        reason = f"waitlisted at position {position}: {why} at arrival {origin.arrived_at}"
         queue_reply(store, settings, "waitlist", person=_person(row), origin=origin,
                     registration_id=registration_id, now=now,
-                    extra={"registered_by": registered_by, "position": position})
-    store.log(now=now, actor=actor, action=row["status"], email=person.email,
+                    extra=extra | {"position": position, "organisation_cap": cap
+                                   if "per organisation" in why else 0})
+    if charter:
+        reason += "; organisation signed the SDG charter (coaching)"
+    store.log(now=now, actor=origin.actor, action=row["status"], email=person.email,
               registration_id=registration_id, message=origin.message, reason=reason)
     outcome.replies += 1
+    return registration_id
 
 
-def cancel(store: Store, settings: Settings, email: str, origin: Origin, now: dt.datetime,
-           outcome: Outcome, actor: str = "worker", reason: str = "") -> bool:
-    existing = store.live_registration(email)
-    if existing is None:
-        return False
-    was_confirmed = existing["status"] == "confirmed"
-    store.set_status(existing["id"], "cancelled", now)
-    store.log(now=now, actor=actor, action="cancelled", email=email,
-              registration_id=existing["id"], message=origin.message,
-              reason=reason or f"cancellation received for {email} (was {existing['status']})")
-    queue_reply(store, settings, "cancelled", person=_person(existing), origin=origin,
-                registration_id=existing["id"], now=now,
-                extra={"was_waitlisted": not was_confirmed})
+def cancel(store: Store, settings: Settings, registration: sqlite3.Row, origin: Origin,
+           now: dt.datetime, outcome: Outcome, reason: str = "",
+           substitute_name: str | None = None) -> None:
+    """Withdraw one live registration; a freed seat goes to the waiting list at once."""
+    was_confirmed = registration["status"] == "confirmed"
+    store.set_status(registration["id"], "cancelled", now)
+    store.log(now=now, actor=origin.actor, action="cancelled", email=registration["email"],
+              registration_id=registration["id"], message=origin.message,
+              reason=reason or f"cancellation received (was {registration['status']})")
+    queue_reply(store, settings, "cancelled", person=_person(registration), origin=origin,
+                registration_id=registration["id"], now=now,
+                extra={"was_waitlisted": not was_confirmed, "substitute_name": substitute_name})
     outcome.replies += 1
-    if was_confirmed:
-        promote_first_waiting(store, settings, origin, now, outcome, actor)
+    if was_confirmed and substitute_name is None:
+        fill_free_seats(store, settings, origin, now, outcome)
+
+
+def fill_free_seats(store: Store, settings: Settings, origin: Origin, now: dt.datetime,
+                    outcome: Outcome) -> None:
+    """Give free seats to the head of the waiting list, in arrival order, in this transaction."""
+    if now >= settings.registration.promotion_closes:
+        store.log(now=now, actor=origin.actor, action="no_promotion", message=origin.message,
+                  reason=f"a seat came free, but promotion closed at "
+                         f"{iso(settings.registration.promotion_closes)}")
+        return
+    cap = settings.registration.max_per_organisation
+    while store.confirmed_count() < settings.event.capacity:
+        first = store.first_waiting(cap)
+        if first is None:
+            return
+        promote(store, settings, first, origin, now, outcome,
+                reason=f"a seat came free; first on the waiting list (arrived {first['arrived_at']})")
+
+
+def promote(store: Store, settings: Settings, registration: sqlite3.Row, origin: Origin,
+            now: dt.datetime, outcome: Outcome, reason: str) -> None:
+    store.set_status(registration["id"], "confirmed", now)
+    store.set_wait_reason(registration["id"], None)
+    store.log(now=now, actor=origin.actor, action="promoted", email=registration["email"],
+              registration_id=registration["id"], message=origin.message, reason=reason)
+    # The promotion mail answers the person's own signup, not the mail that freed the seat.
+    signup = store.message(registration["message_id"]) if registration["message_id"] else None
+    own_thread = Origin(
+        message=registration["message_id"], arrived_at=registration["arrived_at"],
+        uid=registration["arrival_uid"], sender=None, sender_name=None,
+        in_reply_to=signup["message_id"] if signup else None, references=(), actor=origin.actor,
+    )
+    queue_reply(store, settings, "promoted", person=_person(registration), origin=own_thread,
+                registration_id=registration["id"], now=now,
+                extra={"charter": bool(registration["charter"])})
+    outcome.replies += 1
+
+
+def substitute(store: Store, settings: Settings, withdrawn: sqlite3.Row, newcomer: Participant,
+               origin: Origin, now: dt.datetime, outcome: Outcome) -> bool:
+    """A colleague takes over a seat (or a place on the waiting list) where the rules allow it;
+    anything less clear is left for an organiser and returns False."""
+    policy = settings.registration.substitutes
+    if policy == "never" or not newcomer.email:
+        return False
+    if store.live_registration(newcomer.email) is not None:
+        return False
+    same_org = (org_key(newcomer.organisation or withdrawn["organisation"], newcomer.email)
+                == withdrawn["org_key"]
+                or newcomer.email.rpartition("@")[2] == withdrawn["email"].rpartition("@")[2])
+    if policy == "same_organisation" and not same_org:
+        return False
+    organisation = newcomer.organisation or (withdrawn["organisation"] if same_org else None)
+    cancel(store, settings, withdrawn, origin, now, outcome,
+           reason=f"replaced by {newcomer.email}, who takes over the "
+                  f"{'seat' if withdrawn['status'] == 'confirmed' else 'waiting-list place'}",
+           substitute_name=newcomer.name or newcomer.email)
+    registration_id = store.add_registration(
+        email=newcomer.email, name=newcomer.name, name_key=name_key(newcomer.name),
+        organisation=organisation, org_key=org_key(organisation, newcomer.email),
+        charter=is_charter(settings, organisation, newcomer.email),
+        arrived_at=withdrawn["arrived_at"], arrival_uid=withdrawn["arrival_uid"],
+        arrival_index=withdrawn["arrival_index"], message_id=origin.message,
+        registered_by=origin.sender, capacity=settings.event.capacity, max_per_org=0,
+        source=origin.source, now=now, substitute_for=withdrawn["id"],
+        status=withdrawn["status"],
+    )
+    row = store.registration(registration_id)
+    store.log(now=now, actor=origin.actor, action="substitute", email=newcomer.email,
+              registration_id=registration_id, message=origin.message,
+              reason=f"takes the place of {withdrawn['email']} ({withdrawn['status']}), "
+                     f"policy {policy}")
+    queue_reply(store, settings, "substitute", person=_person(row), origin=origin,
+                registration_id=registration_id, now=now,
+                extra={"replaces": withdrawn["name"] or withdrawn["email"],
+                       "status": row["status"], "position": store.waitlist_position(registration_id),
+                       "charter": bool(row["charter"])})
+    outcome.replies += 1
     return True
 
 
-def promote_first_waiting(store: Store, settings: Settings, origin: Origin, now: dt.datetime,
-                          outcome: Outcome, actor: str = "worker") -> None:
-    """Fill free seats from the head of the waiting list, in arrival order, in this transaction."""
-    while store.confirmed_count() < settings.event.capacity:
-        first = store.first_waiting()
-        if first is None:
-            return
-        store.set_status(first["id"], "confirmed", now)
-        store.log(now=now, actor=actor, action="promoted", email=first["email"],
-                  registration_id=first["id"], message=origin.message,
-                  reason=f"a seat came free; first on the waiting list (arrived {first['arrived_at']})")
-        # The promotion mail answers the person's own signup, not the mail that freed the seat.
-        signup = store.message(first["message_id"]) if first["message_id"] else None
-        reading_origin = Origin(
-            message=first["message_id"], arrived_at=first["arrived_at"],
-            uid=first["arrival_uid"], sender=None, sender_name=None,
-            in_reply_to=signup["message_id"] if signup else None, references=(),
-        )
-        queue_reply(store, settings, "promoted", person=_person(first), origin=reading_origin,
-                    registration_id=first["id"], now=now, extra={})
+@dataclass
+class CancellationTargets:
+    found: list[sqlite3.Row] = field(default_factory=list)
+    unknown: list[Participant] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def cancellation_targets(store: Store, sender: str | None,
+                         people: tuple[Participant, ...]) -> CancellationTargets:
+    """Whom a cancellation withdraws. Only a participant's own address, or whoever registered
+    them, may withdraw them; a name counts only when it matches exactly one registration that
+    the sender made."""
+    out = CancellationTargets()
+    for person in people or (Participant(None, sender, None),):
+        if person.email:
+            row = store.live_registration(person.email)
+            if row is None:
+                out.unknown.append(person)
+            elif sender in (row["email"], row["registered_by"]):
+                out.found.append(row)
+            else:
+                out.problems.append(f"{sender} asks to cancel {person.email}, whom they did not "
+                                    "register; only the person or their registrant may")
+            continue
+        matches = store.live_by_name(name_key(person.name) or "")
+        mine = [r for r in matches if r["registered_by"] == sender or r["email"] == sender]
+        if len(mine) == 1:
+            out.found.append(mine[0])
+        elif not matches:
+            out.unknown.append(person)
+        else:
+            out.problems.append(f"the name {person.name!r} matches {len(matches)} registration(s), "
+                                f"{len(mine)} of them made by {sender}: an organiser must choose")
+    return out
+
+
+def tell_not_registered(store: Store, settings: Settings, person: Participant, origin: Origin,
+                        now: dt.datetime, outcome: Outcome) -> None:
+    to = {"name": origin.sender_name, "email": origin.sender, "organisation": None}
+    if origin.sender and origin.sender not in settings.own_addresses:
+        queue_reply(store, settings, "not_registered", person=to, origin=origin,
+                    registration_id=None, now=now, copy_sender=False,
+                    extra={"named": person.name or person.email})
         outcome.replies += 1
+    store.log(now=now, actor=origin.actor, action="cancel_unknown",
+              email=person.email or origin.sender, message=origin.message,
+              reason=f"cancellation for {person.email or person.name}, who is not registered; "
+                     "told the sender, and an organiser should look")
+    outcome.review("cancellation for someone not registered")

@@ -17,6 +17,7 @@ def load_with(tmp_path, mutate):
     mutate(raw)
     path = tmp_path / "leernetwerk.toml"
     path.write_text(_dump(raw), encoding="utf-8")
+    (tmp_path / "charter.toml").write_text("", encoding="utf-8")
     return config.load(path), path
 
 

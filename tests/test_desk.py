@@ -181,9 +181,9 @@ def write_config(tmp_path, dovecot, smtp_server):
     path = tmp_path / "config" / "leernetwerk.toml"
     path.parent.mkdir()
     path.write_text(text, encoding="utf-8")
-    (path.parent / "organisations.toml").write_text(
-        (PROJECT / "config" / "organisations.toml").read_text(encoding="utf-8")
-        if (PROJECT / "config" / "organisations.toml").exists() else "", encoding="utf-8")
+    for other in (PROJECT / "config").glob("*.toml"):
+        if other.name != path.name:
+            (path.parent / other.name).write_text(other.read_text(encoding="utf-8"), encoding="utf-8")
     return path
 
 
