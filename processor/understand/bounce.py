@@ -108,10 +108,16 @@ def _dsn_fields(record: MailRecord) -> tuple[set[str], set[str]]:
     for block in record.delivery_status:
         action = block.get("action", "").lower()
         status = block.get("status", "")
-        recipient = block.get("final-recipient") or block.get("original-recipient") or ""
-        if ";" in recipient:
-            recipient = recipient.split(";", 1)[1]
-        recipient = recipient.strip().strip("<>").lower()
+        # Original-Recipient is the address we wrote to; Final-Recipient may be an internal alias.
+        recipient = ""
+        for key in ("original-recipient", "final-recipient"):
+            value = block.get(key) or ""
+            if ";" in value:
+                value = value.split(";", 1)[1]
+            value = value.strip().strip("<>").lower()
+            if _ADDRESS.fullmatch(value) and ".." not in value:
+                recipient = value
+                break
         if not recipient or "@" not in recipient:
             continue
         if action.startswith(("failed", "fail", "error")) or (not action and status.startswith("5")):
@@ -162,8 +168,7 @@ def find_bounce(record: MailRecord, own_addresses: frozenset[str]) -> BounceFind
     fl_perm, fl_temp, names = _flufl(record)
     if fl_perm and not permanent:
         permanent, how = fl_perm, "flufl.bounce " + ",".join(names)
-    elif fl_perm:
-        permanent |= fl_perm
+    # With RFC 3464 fields present they are the authority; flufl's guesses would only add noise.
     temporary |= fl_temp
     delay = bool(_DELAY_SUBJECT.search(subject)) and not re.search(r"(?i)failure|failed|undeliver|onbestelbaar", subject)
     if not permanent and not temporary and not delay and (looks_bounce or (machine and _FAILURE_TEXT.search(_report_text(record)))):

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 log = logging.getLogger(__name__)
+# mail-parser warns on every part type it does not render (rfc822-headers, delivery-status): that is
+# our normal input, so keep it off stderr unless the application configures logging itself.
+logging.getLogger("mailparser").addHandler(logging.NullHandler())
 
 # Bodies beyond this are cut before any text processing: nobody signs up in the 300th kilobyte,
 # and regexes over megabytes would make one hostile mail stall the worker.
