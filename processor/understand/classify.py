@@ -311,9 +311,23 @@ def _mentions_existing_registration(text: str) -> bool:
                           text))
 
 
+_INFO_QUESTION = re.compile(
+    r"^\W*(?:en |maar |of )?(?:hoe|wanneer|tot wanneer|vanaf wanneer|waar|wat|welke|waarom|wie|hoeveel|"
+    r"how|when|where|what|which|why|who|comment|quand|où|quel\w*|pourquoi|combien)\b", re.IGNORECASE)
+_ASKER = re.compile(r"\b(?:mij|me|mezelf|ons|onze|mijn|m'|my|me|myself|us|our|nous|mes|mon|ma)\b|@", re.IGNORECASE)
+
+
 def _without_questions(text: str) -> str:
-    """The text without its questions: 'tot wanneer kan men zich inschrijven?' asks, it does not sign up."""
-    return re.sub(r"[^.!?\n]*\?", " ", text)
+    """The text without its questions: 'tot wanneer kan men zich inschrijven?' asks, it does not sign up.
+
+    A question that is a request about the asker ('Mag ik mij inschrijven?', 'Could you register me?') stays.
+    """
+    def drop(m: re.Match) -> str:
+        sentence = m.group(0)
+        if not _INFO_QUESTION.match(sentence) and _ASKER.search(sentence):
+            return sentence
+        return " "
+    return re.sub(r"[^.!?\n]*\?", drop, text)
 
 
 def registration(ctx: Context) -> Decision | None:
@@ -335,7 +349,8 @@ def registration(ctx: Context) -> Decision | None:
     own_q = re.sub(r"(?m)^.*\b(?:https?://|www\.)\S*.*$", "", own)
     for question in _questions(own_q):
         # A request the confirmation answers anyway ("kunnen jullie dit bevestigen?") needs no organiser.
-        if _REQUEST.match(question) or _HANDLED.search(question):
+        if _REQUEST.match(question) or _HANDLED.search(question) or (
+                _REG_STRONG.search(question) and not _INFO_QUESTION.match(question) and _ASKER.search(question)):
             continue
         review.append(f"Bevat ook een vraag: \u201c{question}\u201d")
         break

@@ -305,7 +305,7 @@ def _generic_government(text: str) -> bool:
                              text.strip(" .,")))
 
 
-def organisation_from_signature(signature: str) -> str | None:
+def organisation_from_signature(signature: str, loose: bool = True) -> str | None:
     best = None
     for line in signature.split("\n")[:15]:
         line = line.strip(" \t*•>|_-")
@@ -330,7 +330,7 @@ def organisation_from_signature(signature: str) -> str | None:
             break
     if best and _generic_government(best):
         best = None
-    if best is None:
+    if best is None and loose:
         best = _organisation_after_name(signature)
     return best
 
@@ -629,7 +629,7 @@ def _author_person(seg: Segment, ctx: Context, display_name: str | None) -> Pers
             name = from_address if not name or name.lower() in from_address.lower() else name
     org = organisation_from_signature(seg.signature) if seg.signature else None
     if not org:
-        org = organisation_from_signature(seg.text[-600:]) if len(seg.text) < 3000 else None
+        org = organisation_from_signature(seg.text[-600:], loose=False) if len(seg.text) < 3000 else None
     if not org:
         org = organisation_from_text(seg.text)
     if not org:
@@ -706,7 +706,13 @@ def extract(ctx: Context, kind: str) -> Extraction:
             found.append(p)
     named = people_named_without_address(text)
     for p in named:
-        if not any(same_person(p.name, q.full_name()) for q in found) and not same_person(p.name, author.name):
+        twin = next((q for q in found if same_person(p.name, q.full_name()) or
+                     (q.email and not q.full_name() and _all_name_tokens_in(p.name, q.email))), None)
+        if twin is not None:
+            # "mijn collega's Bart Vos en Lien De Wolf ... bart.vos@x, lien.dewolf@x": one person each.
+            twin.name = twin.full_name() or p.name
+            twin.organisation = twin.organisation or p.organisation
+        elif not same_person(p.name, author.name) and not (author.email and _all_name_tokens_in(p.name, author.email)):
             found.append(p)
 
     # Cc'd colleagues count only when the text points at them ("mijn collega in cc").
