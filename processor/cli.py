@@ -30,6 +30,11 @@ def _common(parser: argparse.ArgumentParser, *, time: bool = False, data: bool =
         parser.add_argument("--json", action="store_true", help="print data as JSON")
 
 
+def _changes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would change, change nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leernetwerk",
@@ -48,6 +53,63 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, time=True, data=True)
     p = sub.add_parser("status", help="the registry: confirmed, waiting list, cancelled")
     _common(p, time=True, data=True)
+    p = sub.add_parser("export", help="the registry as CSV, for a spreadsheet")
+    _common(p)
+    p.add_argument("--output", "-o", help="write to this file instead of the terminal")
+
+    p = sub.add_parser("register", help="sign someone up by hand (phone, desk): arrival is now")
+    _common(p, time=True, data=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--name")
+    p.add_argument("--organisation")
+    _changes(p)
+
+    p = sub.add_parser("cancel", help="withdraw a registration; a freed seat goes to the waiting list")
+    _common(p, time=True, data=True)
+    p.add_argument("email")
+    p.add_argument("--reason", default="op vraag van de deelnemer")
+    _changes(p)
+
+    p = sub.add_parser("promote", help="give a waiting person a seat now (an override, with a reason)")
+    _common(p, time=True, data=True)
+    p.add_argument("email")
+    p.add_argument("--reason", required=True)
+    _changes(p)
+
+    p = sub.add_parser("review", help="the mails that need a person: who, why, an excerpt, the command")
+    _common(p, data=True)
+
+    p = sub.add_parser("resolve", help="settle a mail from the review list")
+    _common(p, time=True, data=True)
+    p.add_argument("message", type=int, metavar="ID", help="the mail's id from `review`")
+    p.add_argument("--as", dest="as_kind", required=True, choices=("registration", "cancellation", "nothing"))
+    p.add_argument("--email", help="the person, when the mail gives no usable address")
+    p.add_argument("--name")
+    p.add_argument("--organisation")
+    _changes(p)
+
+    p = sub.add_parser("retry", help="understand a set-aside mail again at the next poll")
+    _common(p, time=True, data=True)
+    p.add_argument("message", type=int, metavar="ID")
+    _changes(p)
+
+    p = sub.add_parser("history", help="every event for one person, with reasons")
+    _common(p, data=True)
+    p.add_argument("email")
+
+    p = sub.add_parser("forget", help="erase a person's personal data and raw mails (on request)")
+    _common(p, time=True, data=True)
+    p.add_argument("email")
+    _changes(p)
+
+    p = sub.add_parser("purge", help="after the retention period, erase all personal data")
+    _common(p, time=True, data=True)
+    _changes(p)
+
+    p = sub.add_parser("remind", help="queue and send the reminders and session updates due now")
+    _common(p, time=True, data=True)
+    p.add_argument("--dry-run", action="store_true",
+                   help="only list what would go out at that moment; change nothing")
     p = sub.add_parser("demo", help="run the whole desk against embedded mail servers, with samples")
     _common(p, time=True)
     p.set_defaults(db=None)
@@ -136,13 +198,135 @@ def cmd_status(args, settings) -> int:
     return 0
 
 
+def cmd_remind(args, settings) -> int:
+    from processor import outbox, reminders
+
+    now = _clock(args, settings).now()
+    if args.dry_run:
+        data = reminders.plan(Store(db.connect(args.db)), settings, now).as_data()
+        if args.json:
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+        else:
+            for r in data["reminders"]:
+                print(f"reminder  session {r['session']}  {r['lead_days']:>2} days  {r['email']}"
+                      + ("  (caught up late)" if r["late"] else ""))
+            for u in data["updates"]:
+                print(f"update    sessions {', '.join(map(str, u['sessions']))}  {u['email']}")
+            if not data["reminders"] and not data["updates"]:
+                print("nothing due")
+        return 0
+    with db.WorkerLock(args.db):
+        store = Store(db.connect(args.db))
+        report = reminders.queue_due(store, settings, now)
+        flushed = outbox.flush(store, settings, now)
+    if args.json:
+        print(json.dumps({"queued": report.plan.as_data(), "flush": flushed.__dict__},
+                         ensure_ascii=False, indent=2))
+    else:
+        print(f"{report.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
+              f"{flushed.failed} failed")
+    return 0
+
+
 def cmd_demo(args, settings) -> int:
     from processor import demo
 
     return demo.run(settings, args)
 
 
-COMMANDS = {"poll": cmd_poll, "run": cmd_run, "status": cmd_status, "demo": cmd_demo}
+def _organiser_command(args, settings) -> int:
+    """Run one organiser change, print what it did, and send the replies it queued."""
+    from processor import organiser, outbox
+    from processor.understand.model import Participant
+
+    clock = _clock(args, settings)
+    now = clock.now()
+    store = Store(db.connect(args.db))
+    kwargs = {"now": now, "dry_run": args.dry_run}
+    try:
+        if args.command == "register":
+            result = organiser.register(store, settings, name=args.name, email=args.email,
+                                        organisation=args.organisation, **kwargs)
+        elif args.command == "cancel":
+            result = organiser.cancel(store, settings, email=args.email, reason=args.reason, **kwargs)
+        elif args.command == "promote":
+            result = organiser.promote(store, settings, email=args.email, reason=args.reason, **kwargs)
+        elif args.command == "resolve":
+            person = (Participant(args.name, args.email.lower(), args.organisation)
+                      if args.email else None)
+            result = organiser.resolve(store, settings, message_id=args.message,
+                                       as_kind=args.as_kind, person=person, **kwargs)
+        elif args.command == "retry":
+            result = organiser.retry(store, message_id=args.message, **kwargs)
+        elif args.command == "forget":
+            result = organiser.forget(store, email=args.email, **kwargs)
+        else:
+            result = organiser.purge(store, settings, **kwargs)
+    except organiser.OrganiserError as exc:
+        print(f"leernetwerk {args.command}: {exc}", file=sys.stderr)
+        return 1
+    sent = None
+    if result.replies and not args.dry_run:
+        sent = outbox.flush(store, settings, now)
+    if args.json:
+        print(json.dumps({"dry_run": result.dry_run, "events": result.events,
+                          "replies": result.replies, "sent": sent.sent if sent else 0},
+                         ensure_ascii=False, indent=2))
+    else:
+        print(result.as_text())
+        if sent and sent.unavailable:
+            print(f"SMTP unavailable ({sent.unavailable}); the worker sends the mails later.")
+    return 0
+
+
+def cmd_review(args, settings) -> int:
+    from processor import organiser
+
+    items = organiser.review_items(Store(db.connect(args.db)))
+    if args.json:
+        print(json.dumps(items, ensure_ascii=False, indent=2))
+        return 0
+    if not items:
+        print("Niets te bekijken.")
+    for item in items:
+        print(f"[{item['id']}] {item['arrived_at'][:16]}  {item['sender'] or '?'}  "
+              f"\u201c{item['subject']}\u201d ({item['state']})")
+        for reason in item["reasons"]:
+            print(f"    waarom: {reason}")
+        if item["excerpt"]:
+            print(f"    tekst:  {item['excerpt'][:160]!r}")
+        print(f"    oplossen: {item['command']}")
+    return 0
+
+
+def cmd_history(args, settings) -> int:
+    from processor import organiser
+
+    events = organiser.history(Store(db.connect(args.db)), args.email)
+    if args.json:
+        print(json.dumps(events, ensure_ascii=False, indent=2))
+    elif not events:
+        print(f"Niets bekend over {args.email}.")
+    for e in events if not args.json else ():
+        print(f"{e['at'][:19]}  {e['actor']:<22} {e['action']:<20} {e['reason']}")
+    return 0
+
+
+def cmd_export(args, settings) -> int:
+    from processor import organiser
+
+    text = organiser.export_csv(Store(db.connect(args.db)), settings)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMANDS = {"remind": cmd_remind, "poll": cmd_poll, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
+            "export": cmd_export, "review": cmd_review, "history": cmd_history,
+            **{name: _organiser_command for name in
+               ("register", "cancel", "promote", "resolve", "retry", "forget", "purge")}}
 
 
 def main(argv: list[str] | None = None) -> int:

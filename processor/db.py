@@ -286,6 +286,13 @@ def _json_list(value) -> str:
     return json.dumps(list(value))
 
 
+def forgotten_identity(identity: str) -> str:
+    """What stays of a mail's identity after erasure: enough to recognise it, nothing to read."""
+    import hashlib
+
+    return "forgotten:" + hashlib.sha256(identity.encode("utf-8", "replace")).hexdigest()
+
+
 class Store:
     """Every query the program makes, as methods on plain data; callers hold the transaction."""
 
@@ -316,6 +323,9 @@ class Store:
                     first_seen_at, raw: bytes) -> bool:
         """Store a fetched mail once. A mail already known (by identity) only gets its new
         location, so that marking it on the server still works after a UIDVALIDITY reset."""
+        if self.conn.execute("SELECT 1 FROM messages WHERE identity = ?",
+                             (forgotten_identity(identity),)).fetchone():
+            return False  # erased on request; seeing it again must not bring it back
         cur = self.conn.execute(
             "INSERT INTO messages (identity, folder, uidvalidity, uid, message_id, arrived_at,"
             " first_seen_at, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -500,6 +510,73 @@ class Store:
 
     def outbox_rows(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+
+    # -- organisers ------------------------------------------------------------------------
+    def set_message_state(self, message_id: int, state: str, now: dt.datetime):
+        self.conn.execute("UPDATE messages SET state = ?, processed_at = ? WHERE id = ?",
+                          (state, iso(now), message_id))
+
+    def messages_needing_a_person(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT id, arrived_at, state, kind, reading, error FROM messages"
+            " WHERE state IN ('review', 'quarantined') ORDER BY arrived_at, uid"
+        ).fetchall()
+
+    def history(self, email: str) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM events WHERE email = ? OR registration_id IN"
+            " (SELECT id FROM registrations WHERE email = ?) ORDER BY id",
+            (email, email),
+        ).fetchall()
+
+    def forget(self, email: str, now: dt.datetime) -> dict[str, int]:
+        """Erase one person's personal data and raw mails; anonymous counts stay."""
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT id FROM registrations WHERE email = ?", (email,))]
+        marks = ",".join("?" * len(ids)) or "NULL"
+        messages = [r[0] for r in self.conn.execute(
+            f"SELECT id FROM messages WHERE id IN (SELECT message_id FROM registrations"
+            f" WHERE id IN ({marks})) OR json_extract(reading, '$.sender') = ?", (*ids, email))]
+        mmarks = ",".join("?" * len(messages)) or "NULL"
+        counts = {"registrations": len(ids), "messages": len(messages)}
+        self.conn.execute(
+            f"UPDATE registrations SET email = 'vergeten-' || id || '@invalid', name = NULL,"
+            f" name_key = NULL, registered_by = NULL, forgotten = 1, updated_at = ?"
+            f" WHERE id IN ({marks})", (iso(now), *ids))
+        self.conn.execute("UPDATE registrations SET registered_by = NULL WHERE registered_by = ?",
+                          (email,))
+        for message_id, identity in self.conn.execute(
+                f"SELECT id, identity FROM messages WHERE id IN ({mmarks})", messages).fetchall():
+            self.conn.execute(
+                "UPDATE messages SET identity = ?, raw = x'', reading = NULL, message_id = NULL,"
+                " error = NULL WHERE id = ?", (forgotten_identity(identity), message_id))
+        counts["mails_out"] = self.conn.execute(
+            f"UPDATE outbox SET raw = x'', recipients = '[]',"
+            f" state = CASE state WHEN 'pending' THEN 'failed' ELSE state END,"
+            f" last_error = CASE state WHEN 'pending' THEN 'erased on request' ELSE last_error END"
+            f" WHERE registration_id IN ({marks}) OR source_message IN ({mmarks})"
+            f" OR recipients LIKE ?", (*ids, *messages, f'%"{email}"%')).rowcount
+        counts["events"] = self.conn.execute(
+            f"UPDATE events SET email = NULL, reason = 'gegevens gewist op verzoek', forgotten = 1"
+            f" WHERE email = ? OR registration_id IN ({marks}) OR message IN ({mmarks})",
+            (email, *ids, *messages)).rowcount
+        return counts
+
+    def emails_with_personal_data(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT email FROM registrations WHERE forgotten = 0 UNION"
+            " SELECT DISTINCT json_extract(reading, '$.sender') FROM messages"
+            " WHERE reading IS NOT NULL AND json_extract(reading, '$.sender') IS NOT NULL")]
+
+    def erase_all_raw_mail(self) -> int:
+        rows = self.conn.execute("SELECT id, identity FROM messages WHERE identity NOT LIKE"
+                                 " 'forgotten:%'").fetchall()
+        for message_id, identity in rows:
+            self.conn.execute(
+                "UPDATE messages SET identity = ?, raw = x'', reading = NULL, message_id = NULL,"
+                " error = NULL WHERE id = ?", (forgotten_identity(identity), message_id))
+        self.conn.execute("UPDATE outbox SET raw = x'', recipients = '[]'")
+        return len(rows)
 
     # -- event log --------------------------------------------------------------------------
     def log(self, *, now: dt.datetime, action: str, reason: str, actor: str = "worker",

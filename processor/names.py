@@ -29,3 +29,16 @@ def org_key(organisation: str | None, email: str | None) -> str | None:
     if email and "@" in email:
         return "@" + email.rpartition("@")[2].lower()
     return None
+
+
+# Addresses anyone can get: sharing one of these domains says nothing about an employer.
+WEBMAIL = frozenset({
+    "gmail.com", "googlemail.com", "hotmail.com", "hotmail.be", "outlook.com", "outlook.be",
+    "live.com", "live.be", "msn.com", "yahoo.com", "yahoo.fr", "icloud.com", "me.com",
+    "telenet.be", "skynet.be", "proximus.be", "scarlet.be", "pandora.be", "gmx.com", "gmx.net",
+    "protonmail.com", "proton.me", "orange.fr", "free.fr", "laposte.net",
+})
+
+
+def is_webmail(domain: str) -> bool:
+    return domain.lower() in WEBMAIL

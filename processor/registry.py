@@ -14,7 +14,7 @@ from processor import compose, ical
 from processor.clock import iso
 from processor.config import Settings
 from processor.db import Store
-from processor.names import fold, name_key, org_key
+from processor.names import fold, is_webmail, name_key, org_key
 from processor.understand.model import Participant, Reading
 
 REPLY_PRIORITY = 0
@@ -236,6 +236,14 @@ def promote(store: Store, settings: Settings, registration: sqlite3.Row, origin:
     outcome.replies += 1
 
 
+def same_organisation(newcomer: Participant, withdrawn: sqlite3.Row) -> bool:
+    """By the organisation's name when the mail gives one, else by a shared work mail domain."""
+    if newcomer.organisation and withdrawn["organisation"]:
+        return org_key(newcomer.organisation, None) == org_key(withdrawn["organisation"], None)
+    domain = newcomer.email.rpartition("@")[2].lower()
+    return domain == withdrawn["email"].rpartition("@")[2].lower() and not is_webmail(domain)
+
+
 def substitute(store: Store, settings: Settings, withdrawn: sqlite3.Row, newcomer: Participant,
                origin: Origin, now: dt.datetime, outcome: Outcome) -> bool:
     """A colleague takes over a seat (or a place on the waiting list) where the rules allow it;
@@ -245,9 +253,7 @@ def substitute(store: Store, settings: Settings, withdrawn: sqlite3.Row, newcome
         return False
     if store.live_registration(newcomer.email) is not None:
         return False
-    same_org = (org_key(newcomer.organisation or withdrawn["organisation"], newcomer.email)
-                == withdrawn["org_key"]
-                or newcomer.email.rpartition("@")[2] == withdrawn["email"].rpartition("@")[2])
+    same_org = same_organisation(newcomer, withdrawn)
     if policy == "same_organisation" and not same_org:
         return False
     organisation = newcomer.organisation or (withdrawn["organisation"] if same_org else None)

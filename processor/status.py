@@ -22,11 +22,25 @@ def registry_status(store: Store, settings: Settings) -> dict:
             "status": r["status"],
             "position": position if r["status"] == "waitlisted" else None,
             "arrived_at": arrived.isoformat(),
+            "charter": bool(r["charter"]),
+            "source": r["source"],
+            "wait_reason": r["wait_reason"],
         })
     return {"capacity": settings.event.capacity, "registrations": rows}
 
 
 LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
+
+
+def _remarks(row: dict) -> str:
+    remarks = []
+    if row.get("charter"):
+        remarks.append("SDG-charter")
+    if row.get("source") == "organiser":
+        remarks.append("door organisator")
+    if row.get("wait_reason"):
+        remarks.append(row["wait_reason"])
+    return "; ".join(remarks)
 
 
 def as_table(data: dict) -> str:
@@ -35,10 +49,10 @@ def as_table(data: dict) -> str:
               for s in ("confirmed", "waitlisted", "cancelled")}
     lines = [f"Bevestigd {counts['confirmed']}/{data['capacity']} · wachtlijst "
              f"{counts['waitlisted']} · geannuleerd {counts['cancelled']}", ""]
-    header = ("status", "#", "aangekomen", "naam", "e-mail", "organisatie")
+    header = ("status", "#", "aangekomen", "naam", "e-mail", "organisatie", "opmerking")
     table = [header] + [
         (LABELS[r["status"]], str(r["position"] or ""), r["arrived_at"][:19].replace("T", " "),
-         r["name"] or "", r["email"], r["organisation"] or "")
+         r["name"] or "", r["email"], r["organisation"] or "", _remarks(r))
         for r in regs
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -19,9 +19,20 @@ START = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))
 NOW = Clock(dt.datetime(2018, 5, 20, 12, 0, tzinfo=dt.timezone.utc))
 
 
+FIRST = ["Karel", "Ann", "Bert", "Carine", "Dirk", "Evelien", "Frank", "Griet", "Hans", "Inge",
+         "Joris", "Kaat", "Luc", "Mieke", "Niels", "Oona", "Paul", "Rita", "Stijn", "Tine",
+         "Ward", "Xavier", "Yente", "Zita", "Arne"]
+LAST = ["Maes", "Peeters", "Claes", "Wouters", "Jacobs", "Mertens", "Willems", "Dubois"]
+
+
 def people(n: int) -> list[tuple[str, str, str]]:
-    return [(f"Deelnemer{i:02d} Testpersoon", f"deelnemer{i:02d}@gemeente{i % 4}.be",
-             f"Gemeente Proef{i % 4}") for i in range(n)]
+    """Distinct, realistic participants of four test municipalities."""
+    out = []
+    for i in range(n):
+        first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST) + i) % len(LAST)]
+        out.append((f"{first} {last}", f"{first}.{last}.{i}@gemeente{i % 4}.be".lower(),
+                    f"Gemeente Proef{i % 4}"))
+    return out
 
 
 def append_out_of_order(dovecot, persons, start=START, seed=7):

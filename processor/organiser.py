@@ -1,0 +1,252 @@
+"""What organisers do by command: register, cancel, promote, resolve, forget; each one transaction."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import getpass
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from processor import registry, status
+from processor.config import Settings
+from processor.db import Store
+from processor.understand.model import Participant, Reading
+
+RESOLUTIONS = ("registration", "cancellation", "nothing")
+
+
+class OrganiserError(Exception):
+    """A command that cannot be carried out as asked; nothing was changed."""
+
+
+class _DryRun(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    """What a command did (or, with --dry-run, would do): the event-log rows it wrote."""
+
+    dry_run: bool
+    events: list[dict] = field(default_factory=list)
+    replies: int = 0
+
+    def as_text(self) -> str:
+        head = "Zou gebeuren (--dry-run, niets gewijzigd):" if self.dry_run else "Gedaan:"
+        lines = [head] + [f"  {e['action']}: {e['email'] or '-'} — {e['reason']}"
+                          for e in self.events]
+        if self.replies:
+            lines.append(f"  {self.replies} mail(s) "
+                         + ("zouden vertrekken" if self.dry_run else "in de wachtrij"))
+        else:
+            lines.append("  geen mails")
+        return "\n".join(lines)
+
+
+def actor_name() -> str:
+    who = os.environ.get("LEERNETWERK_ORGANISER") or getpass.getuser()
+    return f"organiser:{who}"
+
+
+def act(store: Store, change: Callable[[registry.Outcome], None], *, dry_run: bool) -> Result:
+    """Run one change in one transaction; a dry run shows its events and then rolls back."""
+    result = Result(dry_run=dry_run)
+    outcome = registry.Outcome()
+    try:
+        with store.transaction():
+            last = store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+            change(outcome)
+            result.events = [dict(r) for r in store.conn.execute(
+                "SELECT action, email, reason FROM events WHERE id > ? ORDER BY id", (last,))]
+            result.replies = outcome.replies
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+    return result
+
+
+def _live(store: Store, email: str):
+    row = store.live_registration(email.lower())
+    if row is None:
+        raise OrganiserError(f"{email} has no live registration")
+    return row
+
+
+def register(store: Store, settings: Settings, *, name: str | None, email: str,
+             organisation: str | None, now: dt.datetime, dry_run: bool = False) -> Result:
+    """A signup by phone or at the desk: it arrives now and follows the same seat rules."""
+    if "@" not in email:
+        raise OrganiserError(f"{email!r} is not a mail address")
+    person = Participant(name, email.lower(), organisation)
+    origin = registry.by_hand(actor_name(), now)
+    return act(store, lambda o: registry.register(store, settings, person, 0, origin, now, o),
+               dry_run=dry_run)
+
+
+def cancel(store: Store, settings: Settings, *, email: str, reason: str, now: dt.datetime,
+           dry_run: bool = False) -> Result:
+    row = _live(store, email)
+    origin = registry.by_hand(actor_name(), now)
+    return act(store, lambda o: registry.cancel(
+        store, settings, row, origin, now, o,
+        reason=f"cancelled by an organiser: {reason}"), dry_run=dry_run)
+
+
+def promote(store: Store, settings: Settings, *, email: str, reason: str, now: dt.datetime,
+            dry_run: bool = False) -> Result:
+    """An explicit override: a waiting person gets a seat now, even past capacity."""
+    if not reason.strip():
+        raise OrganiserError("a promotion by hand needs a reason (--reason)")
+    row = _live(store, email)
+    if row["status"] != "waitlisted":
+        raise OrganiserError(f"{email} is {row['status']}, not on the waiting list")
+    origin = registry.by_hand(actor_name(), now)
+    over = store.confirmed_count() >= settings.event.capacity
+    why = f"organiser override: {reason}" + (" (beyond capacity)" if over else "")
+    return act(store, lambda o: registry.promote(store, settings, row, origin, now, o, why),
+               dry_run=dry_run)
+
+
+def resolve(store: Store, settings: Settings, *, message_id: int, as_kind: str,
+            person: Participant | None, now: dt.datetime, dry_run: bool = False) -> Result:
+    """Settle a mail that needed a person. A registration keeps the mail's own arrival time for
+    its place in the queue, and takes only a seat that is free: no one confirmed is bumped."""
+    if as_kind not in RESOLUTIONS:
+        raise OrganiserError(f"--as must be one of {', '.join(RESOLUTIONS)}")
+    message = store.message(message_id)
+    if message is None:
+        raise OrganiserError(f"there is no mail with id {message_id}")
+    if message["state"] not in ("review", "quarantined"):
+        raise OrganiserError(f"mail {message_id} is {message['state']}, not waiting for a person")
+    if message["reading"] is None and as_kind != "nothing" and person is None:
+        raise OrganiserError(f"mail {message_id} was never understood; give --email (and --name)")
+    reading = _stored_reading(message["reading"])
+    people = (person,) if person else tuple(p for p in reading.participants if p.email)
+    if as_kind != "nothing" and not people:
+        raise OrganiserError(f"mail {message_id} names no one with an address; give --email")
+    actor = actor_name()
+    origin = registry.origin_of(message, reading, actor=actor)
+
+    def change(outcome: registry.Outcome) -> None:
+        if as_kind == "registration":
+            for index, p in enumerate(people):
+                registry.register(store, settings, p, index, origin, now, outcome)
+        elif as_kind == "cancellation":
+            for p in people:
+                row = store.live_registration(p.email)
+                if row is None:
+                    raise OrganiserError(f"{p.email} has no live registration to cancel")
+                registry.cancel(store, settings, row, origin, now, outcome,
+                                reason=f"cancellation confirmed by an organiser (mail {message_id})")
+        store.set_message_state(message_id, "processed", now)
+        store.log(now=now, actor=actor, action="resolved", email=reading.sender,
+                  message=message_id, reason=f"mail {message_id} resolved as {as_kind}")
+
+    return act(store, change, dry_run=dry_run)
+
+
+def retry(store: Store, *, message_id: int, now: dt.datetime, dry_run: bool = False) -> Result:
+    """Run a set-aside mail through understanding again at the next poll (after a fix)."""
+    message = store.message(message_id)
+    if message is None or message["state"] not in ("review", "quarantined"):
+        raise OrganiserError(f"mail {message_id} is not in review or quarantine")
+
+    def change(_outcome):
+        store.set_message_state(message_id, "new", now)
+        store.log(now=now, actor=actor_name(), action="retry", message=message_id,
+                  reason=f"mail {message_id} ({message['state']}) will be understood again")
+
+    return act(store, change, dry_run=dry_run)
+
+
+def forget(store: Store, *, email: str, now: dt.datetime, dry_run: bool = False) -> Result:
+    email = email.lower()
+
+    def change(_outcome):
+        counts = store.forget(email, now)
+        if not any(counts.values()):
+            raise OrganiserError(f"nothing is known about {email}")
+        store.log(now=now, actor=actor_name(), action="forgotten",
+                  reason="personal data and raw mails erased on request ("
+                         + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")")
+
+    return act(store, change, dry_run=dry_run)
+
+
+def purge(store: Store, settings: Settings, *, now: dt.datetime, dry_run: bool = False) -> Result:
+    """After the retention period, erase everyone's personal data and every raw mail."""
+    ends = settings.retention_ends
+    if now < ends:
+        raise OrganiserError(f"the retention period runs until {ends.isoformat()}; nothing to purge")
+
+    def change(_outcome):
+        emails = store.emails_with_personal_data()
+        for email in emails:
+            store.forget(email, now)
+        raw = store.erase_all_raw_mail()
+        store.log(now=now, actor=actor_name(), action="purged",
+                  reason=f"retention ended {ends.isoformat()}: data of {len(emails)} "
+                         f"address(es) and {raw} raw mail(s) erased")
+
+    return act(store, change, dry_run=dry_run)
+
+
+def _stored_reading(text: str | None) -> Reading:
+    if not text:
+        return Reading("other", None, None, "", None, None, (), (), (), True, (), "", True)
+    data = json.loads(text)
+    data["participants"] = tuple(Participant(**p) for p in data.get("participants", ()))
+    data["substitutes"] = tuple(Participant(**p) for p in data.get("substitutes", ()))
+    for key in ("references", "bounced_recipients", "reasons"):
+        data[key] = tuple(data.get(key, ()))
+    known = Reading.__dataclass_fields__
+    return Reading(**{k: v for k, v in data.items() if k in known})
+
+
+def review_items(store: Store) -> list[dict]:
+    """The mails that need a person: who, why, a short excerpt, and the command that settles it."""
+    items = []
+    for row in store.messages_needing_a_person():
+        reading = _stored_reading(row["reading"])
+        why = list(reading.reasons) if row["reading"] else []
+        if row["error"]:
+            why.append(f"fout bij verwerken: {row['error']}")
+        if row["state"] == "quarantined":
+            command = f"leernetwerk retry {row['id']}"
+        elif reading.kind == "cancellation":
+            command = f"leernetwerk resolve {row['id']} --as cancellation"
+        elif reading.kind == "registration":
+            command = f"leernetwerk resolve {row['id']} --as registration"
+        else:
+            command = f"leernetwerk resolve {row['id']} --as nothing"
+        items.append({
+            "id": row["id"], "state": row["state"], "kind": reading.kind if row["reading"] else None,
+            "arrived_at": row["arrived_at"], "sender": reading.sender, "subject": reading.subject,
+            "reasons": why, "excerpt": reading.excerpt[:200], "command": command,
+        })
+    return items
+
+
+def history(store: Store, email: str) -> list[dict]:
+    return [{"at": r["at"], "actor": r["actor"], "action": r["action"], "reason": r["reason"]}
+            for r in store.history(email.lower())]
+
+
+CSV_FIELDS = ("status", "position", "arrived_at", "name", "email", "organisation", "charter",
+              "source", "wait_reason")
+
+
+def export_csv(store: Store, settings: Settings) -> str:
+    """The registry for a spreadsheet: the same rows, in the same order, as `status --json`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in status.registry_status(store, settings)["registrations"]:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS}
+                        | {"charter": "ja" if row.get("charter") else "nee"})
+    return buffer.getvalue()
