@@ -72,6 +72,7 @@ def event_context(settings: Settings, now: dt.datetime) -> dict:
             "ahead": s.starts_at > now,
         }
         for s in ev.sessions
+        if not s.cancelled  # a session the organisers called off is no longer announced
     ]
     return {
         "event": {
@@ -83,6 +84,7 @@ def event_context(settings: Settings, now: dt.datetime) -> dict:
             "online_link": ev.online_link,
             "contact_email": ev.contact_email,
             "trainers": ev.trainers,
+            "retention_until": dutch_date(settings.retention_ends.date()),
         },
         "sessions": sessions,
         "sessions_ahead": [s for s in sessions if s["ahead"]],
@@ -112,7 +114,8 @@ def address(name: str | None, email: str) -> Address:
 def build(settings: Settings, rendered: Rendered, *, to: list[tuple[str | None, str]],
           cc: list[tuple[str | None, str]] = (), in_reply_to: str | None = None,
           references: tuple[str, ...] = (), auto_submitted: str = "reply",
-          now: dt.datetime, message_id: str | None = None) -> EmailMessage:
+          now: dt.datetime, message_id: str | None = None,
+          attachments: list[tuple[str, str, str, bytes]] = ()) -> EmailMessage:
     msg = EmailMessage(policy=SMTP)
     msg["From"] = address(settings.smtp.from_name, settings.smtp.from_address)
     msg["To"] = [address(n, e) for n, e in to]
@@ -129,4 +132,6 @@ def build(settings: Settings, rendered: Rendered, *, to: list[tuple[str | None, 
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
+    for filename, maintype, subtype, data in attachments:
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg

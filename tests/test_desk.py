@@ -122,7 +122,11 @@ def test_replies_carry_threading_and_auto_submitted_headers(desk, dovecot, smtp_
     assert reply["Auto-Submitted"] == "auto-replied"
     assert reply["Message-ID"].endswith("@leernetwerk.vlaanderen.be>")
     assert reply["To"].addresses[0].display_name == "Zoë Van den Heuvel-D'Hondt"
-    assert "Beste Zoë Van den Heuvel-D'Hondt," in reply.get_body(("plain",)).get_content()
+    text = reply.get_body(("plain",)).get_content()
+    assert "Beste Zoë Van den Heuvel-D'Hondt," in text
+    # The privacy note: what the data is for, how long it is kept, how to have it erased.
+    assert "uiterlijk op woensdag 18 december 2019" in " ".join(text.split())
+    assert "Wilt u dat we ze eerder wissen?" in text
     assert received.rcpt_tos == ("zoe.vandenheuvel@leuven.be",)
 
 
