@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from processor import db, pipeline
+from processor import db, pipeline, reminders
 from processor.clock import Clock
 from processor.config import Settings
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 # A late run still runs (the default grace of 1 s silently drops it); runs never pile up.
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+REMINDER_CHECK_MINUTES = 5
 
 
 def run(settings: Settings, db_path: str, clock: Clock) -> None:
@@ -32,6 +34,21 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
 
         scheduler.add_job(poll_job, "interval", seconds=settings.poll_interval_seconds,
                           id="poll", replace_existing=True, next_run_time=clock.now())
+
+        def reminders_job():
+            if stopping.is_set():
+                return
+            # Queues only: the poll job is the one sender, so two flushes never race; it is
+            # woken at once so that a reminder leaves at its minute.
+            report = reminders.run_job(db_path, settings, clock.now())
+            if report.reminders or report.updates:
+                log.info("reminders: %s", report.summary())
+                scheduler.modify_job("poll", next_run_time=dt.datetime.now(dt.timezone.utc))
+
+        # On the minutes of the hour a send_time is likely to have, in the event's timezone
+        # (the scheduler's); at start too, to catch up what fell due while the worker was down.
+        scheduler.add_job(reminders_job, "cron", minute=f"*/{REMINDER_CHECK_MINUTES}",
+                          id="reminders", replace_existing=True, next_run_time=clock.now())
 
         def stop(signum, _frame):
             log.info("signal %s: stopping after the current mail", signum)
