@@ -176,6 +176,8 @@ def cmd_poll(args, settings) -> int:
         print(json.dumps(report.__dict__ | {"flush": report.flush.__dict__ if report.flush else None}))
     else:
         print(report.summary())
+    if report.database_error:
+        return 4
     return 1 if report.mailbox_error and not report.applied else 0
 
 

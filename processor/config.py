@@ -96,6 +96,7 @@ class Mailbox(Server):
     processed_keyword: str = "$Processed"
     move_to: str = ""
     batch_size: int = 50
+    max_message_bytes: int = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,14 @@ class Reminders:
 
     lead_days: tuple[int, ...] = (7, 1)
     send_time: dt.time = dt.time(10, 0)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """When the organisers' daily digest goes out (local time), and whether a quiet day skips it."""
+
+    send_time: dt.time = dt.time(8, 0)
+    skip_when_quiet: bool = False
 
 
 SUBSTITUTE_POLICIES = ("same_organisation", "anyone", "never")
@@ -146,7 +155,9 @@ class Settings:
     max_participants_per_mail: int
     registration: Registration
     retention_days: int = 365
+    max_replies_per_day: int = 5
     reminders: Reminders = field(default_factory=Reminders)
+    digest: Digest = field(default_factory=Digest)
     templates_dir: Path = field(default_factory=resources.templates_dir)
 
     @property
@@ -358,6 +369,7 @@ def from_dict(raw: dict, source: Path) -> Settings:
         processed_keyword=mb.get("processed_keyword", str, "$Processed"),
         move_to=mb.get("move_to", str, ""),
         batch_size=mb.positive("batch_size", 50),
+        max_message_bytes=mb.positive("max_message_bytes", 10_000_000),
     )
     sm = _Section(source, "smtp", raw.get("smtp", {}))
     from_address = sm.get("from_address", str).lower()
@@ -385,10 +397,19 @@ def from_dict(raw: dict, source: Path) -> Settings:
         organisations_file=organisations_file,
         max_participants_per_mail=und.positive("max_participants_per_mail", 10),
         registration=_registration(source, raw, event),
+        max_replies_per_day=wk.positive("max_replies_per_address_per_day", 5),
+
         retention_days=_Section(source, "privacy", raw.get("privacy", {})).positive(
             "retention_days", 365),
         reminders=_reminders(source, raw),
+        digest=_digest(source, raw),
     )
+
+
+def _digest(source: Path, raw: dict) -> Digest:
+    sec = _Section(source, "digest", raw.get("digest", {}))
+    send_time = sec.time("send_time") if "send_time" in sec.data else Digest.send_time
+    return Digest(send_time=send_time, skip_when_quiet=sec.get("skip_when_quiet", bool, False))
 
 
 def _reminders(source: Path, raw: dict) -> Reminders:

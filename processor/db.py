@@ -137,6 +137,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (
+        6,
+        "automatic replies per recipient, for the daily cap",
+        """
+        -- One row per recipient of every automatic mail queued, so a cap per address and day
+        -- can be checked with one indexed count (no loops with robots, no flooding a person).
+        CREATE TABLE reply_log (
+            address  TEXT NOT NULL,
+            at       TEXT NOT NULL,
+            outbox   INTEGER REFERENCES outbox (id)
+        );
+        CREATE INDEX reply_log_by_address ON reply_log (address, at);
+        -- Mails over the size limit are kept as headers only, for a person to look at.
+        ALTER TABLE messages ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
         3,
         "reminders sent and sessions announced",
         """
@@ -166,6 +182,24 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             sequence         INTEGER NOT NULL,
             cancelled        INTEGER NOT NULL DEFAULT 0,
             announced_at     TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        4,
+        "the organisers' daily digest",
+        """
+        -- One row per local day (UNIQUE: the exactly-once gate), written in the same transaction
+        -- as the digest's outbox row. last_event_id is where the next digest starts reading the
+        -- event log, so "since the last digest" survives a day the worker was down. A quiet day
+        -- skipped by config has no outbox row and keeps the previous last_event_id.
+        CREATE TABLE digests (
+            id               INTEGER PRIMARY KEY,
+            day              TEXT NOT NULL UNIQUE,  -- local date in the event's timezone
+            last_event_id    INTEGER NOT NULL,
+            last_outbox_id   INTEGER NOT NULL,
+            outbox_id        INTEGER REFERENCES outbox (id),
+            created_at       TEXT NOT NULL
         );
         """,
     ),
@@ -320,7 +354,8 @@ class Store:
 
     # -- messages ---------------------------------------------------------------------------
     def add_message(self, *, identity, folder, uidvalidity, uid, message_id, arrived_at,
-                    first_seen_at, raw: bytes) -> bool:
+                    first_seen_at, raw: bytes, size: int | None = None,
+                    truncated: bool = False) -> bool:
         """Store a fetched mail once. A mail already known (by identity) only gets its new
         location, so that marking it on the server still works after a UIDVALIDITY reset."""
         if self.conn.execute("SELECT 1 FROM messages WHERE identity = ?",
@@ -328,10 +363,10 @@ class Store:
             return False  # erased on request; seeing it again must not bring it back
         cur = self.conn.execute(
             "INSERT INTO messages (identity, folder, uidvalidity, uid, message_id, arrived_at,"
-            " first_seen_at, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " first_seen_at, size, raw, truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (identity) DO NOTHING",
             (identity, folder, uidvalidity, uid, message_id, iso(arrived_at), iso(first_seen_at),
-             len(raw), raw),
+             size if size is not None else len(raw), raw, int(truncated)),
         )
         if cur.rowcount:
             return True
@@ -480,6 +515,15 @@ class Store:
         )
         return cur.lastrowid
 
+    def replies_to_since(self, address: str, since: dt.datetime) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM reply_log WHERE address = ? AND at >= ?", (address, iso(since))
+        ).fetchone()[0]
+
+    def log_replies(self, addresses: list[str], outbox_id: int, now: dt.datetime):
+        self.conn.executemany("INSERT INTO reply_log (address, at, outbox) VALUES (?, ?, ?)",
+                              [(a, iso(now), outbox_id) for a in addresses])
+
     def due_mail(self, now: dt.datetime, limit: int) -> list[sqlite3.Row]:
         return self.conn.execute(
             "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
@@ -545,6 +589,7 @@ class Store:
             f" WHERE id IN ({marks})", (iso(now), *ids))
         self.conn.execute("UPDATE registrations SET registered_by = NULL WHERE registered_by = ?",
                           (email,))
+        self.conn.execute("DELETE FROM reply_log WHERE address = ?", (email,))
         for message_id, identity in self.conn.execute(
                 f"SELECT id, identity FROM messages WHERE id IN ({mmarks})", messages).fetchall():
             self.conn.execute(
@@ -576,6 +621,7 @@ class Store:
                 "UPDATE messages SET identity = ?, raw = x'', reading = NULL, message_id = NULL,"
                 " error = NULL WHERE id = ?", (forgotten_identity(identity), message_id))
         self.conn.execute("UPDATE outbox SET raw = x'', recipients = '[]'")
+        self.conn.execute("DELETE FROM reply_log")
         return len(rows)
 
     # -- event log --------------------------------------------------------------------------
@@ -592,6 +638,105 @@ class Store:
         return self.conn.execute(
             "SELECT * FROM events WHERE email = ? ORDER BY id", (email,)
         ).fetchall()
+
+    # -- digest -----------------------------------------------------------------------------
+    # A digest covers the events with last_event_id < id <= the high-water mark read in its own
+    # write transaction; ids, not clocks, so that nothing falls between two digests.
+    def digest_for_day(self, day: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM digests WHERE day = ?", (day,)).fetchone()
+
+    def last_mailed_digest(self) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM digests WHERE outbox_id IS NOT NULL"
+            " ORDER BY last_event_id DESC, id DESC LIMIT 1"
+        ).fetchone()
+
+    def digests(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT d.*, o.state AS outbox_state FROM digests d"
+            " LEFT JOIN outbox o ON o.id = d.outbox_id ORDER BY d.id"
+        ).fetchall()
+
+    def high_water(self) -> tuple[int, int]:
+        """The newest event id and outbox id: the end of what a digest made now covers."""
+        row = self.conn.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM events),"
+            " (SELECT COALESCE(MAX(id), 0) FROM outbox)"
+        ).fetchone()
+        return row[0], row[1]
+
+    def digest_events(self, after: int, upto: int) -> list[sqlite3.Row]:
+        """Events in the window with the person and the mail behind them, as they are now."""
+        return self.conn.execute(
+            "SELECT e.id, e.at, e.actor, e.action, e.email, e.registration_id, e.message,"
+            " e.reason, e.forgotten, r.name, r.email AS registration_email, r.organisation, r.status,"
+            " (SELECT s.name FROM registrations s WHERE s.id = r.substitute_for) AS replaces_name,"
+            " (SELECT s.email FROM registrations s WHERE s.id = r.substitute_for) AS replaces_email,"
+            " m.arrived_at AS message_arrived_at,"
+            " json_extract(m.reading, '$.subject') AS subject"
+            " FROM events e LEFT JOIN registrations r ON r.id = e.registration_id"
+            " LEFT JOIN messages m ON m.id = e.message"
+            " WHERE e.id > ? AND e.id <= ? ORDER BY e.id",
+            (after, upto),
+        ).fetchall()
+
+    def failed_mail_between(self, after: int, upto: int) -> list[sqlite3.Row]:
+        """Mails refused permanently (reply_failed), with their outbox row when it is known:
+        the event names the outbox row only by its Message-ID, inside the reason."""
+        return self.conn.execute(
+            "SELECT e.id, e.at, e.reason, r.name, r.email AS registration_email,"
+            " o.kind, o.recipients, o.last_error"
+            " FROM events e LEFT JOIN registrations r ON r.id = e.registration_id"
+            " LEFT JOIN outbox o ON o.id = (SELECT x.id FROM outbox x WHERE x.state = 'failed'"
+            "   AND instr(e.reason, x.message_id) > 0 LIMIT 1)"
+            " WHERE e.action = 'reply_failed' AND e.id > ? AND e.id <= ? ORDER BY e.id",
+            (after, upto),
+        ).fetchall()
+
+    def bounced_registrations_between(self, after: int, upto: int) -> list[sqlite3.Row]:
+        """Recipients of bounces received in the window that are (or were) registered; the live
+        registration wins over a cancelled one of the same address."""
+        return self.conn.execute(
+            "SELECT e.id AS event_id, m.id AS message, m.arrived_at, lower(j.value) AS email,"
+            " r.id AS registration_id, r.name, r.organisation, r.status"
+            " FROM events e JOIN messages m ON m.id = e.message"
+            " JOIN json_each(m.reading, '$.bounced_recipients') j"
+            " JOIN registrations r ON r.id = (SELECT x.id FROM registrations x"
+            "   WHERE x.email = lower(j.value) ORDER BY x.status = 'cancelled', x.id DESC LIMIT 1)"
+            " WHERE e.action = 'received_bounce' AND e.id > ? AND e.id <= ?"
+            " ORDER BY m.arrived_at, e.id",
+            (after, upto),
+        ).fetchall()
+
+    def late_reminders_between(self, after: int, upto: int) -> list[sqlite3.Row]:
+        """Reminders recorded at the moment of a reminder_late event in the window (the event and
+        its reminders share that moment, written in one transaction)."""
+        return self.conn.execute(
+            "SELECT s.session_number, s.lead_days, s.due_at, s.created_at, r.email, r.name"
+            " FROM reminders_sent s JOIN registrations r ON r.id = s.registration_id"
+            " WHERE s.covered_by = 'reminder' AND s.created_at IN (SELECT at FROM events"
+            "   WHERE action = 'reminder_late' AND id > ? AND id <= ?)"
+            " ORDER BY s.due_at, s.session_number, s.id",
+            (after, upto),
+        ).fetchall()
+
+    def outbox_counts_between(self, after: int, upto: int) -> dict[tuple[int, str], int]:
+        return {(r[0], r[1]): r[2] for r in self.conn.execute(
+            "SELECT priority, state, COUNT(*) FROM outbox WHERE id > ? AND id <= ?"
+            " GROUP BY priority, state", (after, upto))}
+
+    def record_digest(self, *, day: str, last_event_id: int, last_outbox_id: int,
+                      now: dt.datetime) -> int | None:
+        """The exactly-once gate: the row id, or None when this day's digest is recorded."""
+        cur = self.conn.execute(
+            "INSERT INTO digests (day, last_event_id, last_outbox_id, created_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (day) DO NOTHING",
+            (day, last_event_id, last_outbox_id, iso(now)),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    def link_digest(self, digest_id: int, outbox_id: int):
+        self.conn.execute("UPDATE digests SET outbox_id = ? WHERE id = ?", (outbox_id, digest_id))
 
     # -- reminders --------------------------------------------------------------------------
     def confirmed_participants(self) -> list[sqlite3.Row]:

@@ -14,7 +14,10 @@ from processor.config import Mailbox as MailboxSettings
 log = logging.getLogger(__name__)
 
 # BODY.PEEK leaves \Seen alone: fetching must change nothing on the server.
-FETCH_ITEMS = [b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"]
+# Sizes first, so that a mail over the limit is never downloaded whole.
+SIZE_ITEMS = [b"INTERNALDATE", b"RFC822.SIZE"]
+BODY_ITEMS = [b"BODY.PEEK[]"]
+HEADER_ITEMS = [b"BODY.PEEK[HEADER]"]
 
 
 class MailboxError(Exception):
@@ -28,6 +31,7 @@ class FetchedMail:
     arrived_at: dt.datetime      # INTERNALDATE, aware
     size: int
     raw: bytes
+    truncated: bool = False      # only the headers: the mail was larger than the limit
 
 
 class Mailbox:
@@ -82,21 +86,27 @@ class Mailbox:
         for start in range(0, len(uids), size):
             batch = uids[start:start + size]
             try:
-                data = self.client.fetch(batch, FETCH_ITEMS)
+                sizes = self.client.fetch(batch, SIZE_ITEMS)
+                limit = self.settings.max_message_bytes
+                small = [u for u in batch if u in sizes and sizes[u][b"RFC822.SIZE"] <= limit]
+                large = [u for u in batch if u in sizes and sizes[u][b"RFC822.SIZE"] > limit]
+                bodies = self.client.fetch(small, BODY_ITEMS) if small else {}
+                heads = self.client.fetch(large, HEADER_ITEMS) if large else {}
             except Exception as exc:
                 raise MailboxError(f"IMAP fetch failed: {_describe(exc)}") from exc
             for uid in batch:
-                item = data.get(uid)
-                if item is None or b"BODY[]" not in item:
+                raw = (bodies.get(uid) or {}).get(b"BODY[]")
+                if raw is None:
+                    raw = (heads.get(uid) or {}).get(b"BODY[HEADER]")
+                if uid not in sizes or raw is None:
                     # Deleted or moved by a person between SEARCH and FETCH: nothing to keep.
                     log.info("mail UID %s disappeared before it could be fetched", uid)
                     continue
-                arrived = item[b"INTERNALDATE"]
+                arrived = sizes[uid][b"INTERNALDATE"]
                 if arrived.tzinfo is None:
                     arrived = arrived.replace(tzinfo=dt.timezone.utc)
-                raw = item[b"BODY[]"]
-                yield FetchedMail(self.uidvalidity, uid, arrived,
-                                  int(item.get(b"RFC822.SIZE", len(raw))), raw)
+                yield FetchedMail(self.uidvalidity, uid, arrived, int(sizes[uid][b"RFC822.SIZE"]),
+                                  raw, truncated=uid in heads)
 
     def mark_processed(self, uids: list[int]) -> None:
         """Flag handled mail (never delete); optionally move it out of the way."""

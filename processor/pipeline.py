@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import sqlite3
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,6 +36,20 @@ class Work:
 
     def note(self, text: str) -> None:
         self.outcome.notes.append(text)
+
+
+def hold_oversized(w: Work) -> bool:
+    """A mail over the size limit was kept as headers only: a person reads it in the mailbox."""
+    if w.message["truncated"]:
+        limit = w.settings.mailbox.max_message_bytes
+        w.outcome.state = "review"
+        w.store.log(now=w.now, action="held_for_review", email=w.reading.sender,
+                    message=w.message["id"],
+                    reason=f"mail of {w.message['size']:,} bytes is over the limit of {limit:,}: "
+                           "not downloaded whole; read it in the mailbox")
+        w.note("held: too large")
+        return True
+    return False
 
 
 def skip_machines(w: Work) -> bool:
@@ -141,6 +156,7 @@ def flag_review(w: Work) -> bool:
 
 # The order is the policy: machines first, then what must wait for a person, then the work.
 APPLY_STEPS: tuple[Callable[[Work], bool], ...] = (
+    hold_oversized,
     skip_machines,
     hold_large_lists,
     set_aside_other,
@@ -161,6 +177,10 @@ def apply_reading(w: Work) -> registry.Outcome:
 
 # --- the poll -------------------------------------------------------------------------------------
 
+class DatabaseUnavailable(Exception):
+    """SQLite could not write (full disk, I/O error): nothing half-done, retry later."""
+
+
 @dataclass
 class PollReport:
     fetched: int = 0
@@ -168,6 +188,7 @@ class PollReport:
     quarantined: int = 0
     marked: int = 0
     mailbox_error: str | None = None
+    database_error: str | None = None
     flush: outbox.FlushReport | None = None
 
     def summary(self) -> str:
@@ -180,6 +201,8 @@ class PollReport:
                 parts.append(f"SMTP unavailable: {self.flush.unavailable}")
         if self.mailbox_error:
             parts.append(f"mailbox error: {self.mailbox_error}")
+        if self.database_error:
+            parts.append(f"DATABASE ERROR: {self.database_error}")
         return "; ".join(parts)
 
 
@@ -238,7 +261,8 @@ def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock) -> i
                     identity=identity_of(_message_id_header(mail.raw), mail.raw), folder=folder,
                     uidvalidity=mail.uidvalidity, uid=mail.uid,
                     message_id=_message_id_header(mail.raw), arrived_at=mail.arrived_at,
-                    first_seen_at=clock.now(), raw=mail.raw,
+                    first_seen_at=clock.now(), raw=mail.raw, size=mail.size,
+                    truncated=mail.truncated,
                 ):
                     stored += 1
             store.set_mailbox_position(folder, mailbox.uidvalidity, batch[-1].uid, clock.now())
@@ -274,6 +298,11 @@ def apply_one(store: Store, settings: Settings, options: Options, message_id: in
             store.finish_message(message_id, state=outcome.state, kind=reading.kind,
                                  reading_json=_reading_json(reading), error=None, now=now)
         return outcome.state
+    except sqlite3.Error as exc:
+        # The database itself failed (disk full, locked, I/O): the mail is fine and stays
+        # 'new' for the next poll; quarantining it would blame the wrong thing.
+        raise DatabaseUnavailable(f"the database failed while applying mail {message_id}: "
+                                  f"{exc}") from exc
     except Exception as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()
         log.exception("mail %s set aside (quarantined): %s", message_id, error)
@@ -318,15 +347,20 @@ def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mail
     applied and answered; it is tried again at the next poll."""
     report = PollReport()
     try:
-        with mailbox_factory(settings.mailbox) as mailbox:
-            report.fetched = fetch(mailbox, store, settings, clock)
+        try:
+            with mailbox_factory(settings.mailbox) as mailbox:
+                report.fetched = fetch(mailbox, store, settings, clock)
+                apply_pending(store, settings, clock, report, should_stop)
+                # Marked only after the apply step committed, never before.
+                report.marked = mark_on_server(mailbox, store, settings)
+        except MailboxError as exc:
+            report.mailbox_error = str(exc)
+            log.warning("mailbox unavailable: %s", exc)
             apply_pending(store, settings, clock, report, should_stop)
-            # Marked only after the apply step committed, never before.
-            report.marked = mark_on_server(mailbox, store, settings)
-    except MailboxError as exc:
-        report.mailbox_error = str(exc)
-        log.warning("mailbox unavailable: %s", exc)
-        apply_pending(store, settings, clock, report, should_stop)
-    flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
-    report.flush = outbox.flush(store, settings, clock.now(), **flush_kwargs)
+        flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
+        report.flush = outbox.flush(store, settings, clock.now(), **flush_kwargs)
+    except (DatabaseUnavailable, sqlite3.Error) as exc:
+        report.database_error = str(exc)
+        log.error("database unavailable; nothing was half applied, retrying at the next poll: %s",
+                  exc)
     return report

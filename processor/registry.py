@@ -93,19 +93,36 @@ def queue_reply(store: Store, settings: Settings, kind: str, *, person: dict, or
     if (copy_sender and origin.sender and origin.sender != person["email"]
             and origin.sender not in own):
         cc.append((origin.sender_name, origin.sender))
+    if origin.actor == WORKER:
+        cc = [c for c in cc if not _over_cap(store, settings, c[1], origin, now)]
+        if _over_cap(store, settings, person["email"], origin, now):
+            return
     attach = ical.ATTACHMENTS.get(kind)
     msg = compose.build(
         settings, rendered, to=[(person["name"], person["email"])], cc=cc,
         in_reply_to=origin.in_reply_to, references=origin.references, now=now,
         attachments=attach(store, settings, now, extra) if attach else (),
     )
-    store.queue_mail(
+    recipients = [person["email"], *(e for _, e in cc)]
+    outbox_id = store.queue_mail(
         kind=kind, priority=REPLY_PRIORITY, order_key=origin.arrived_at,
-        sender=settings.smtp.from_address,
-        recipients=[person["email"], *(e for _, e in cc)],
+        sender=settings.smtp.from_address, recipients=recipients,
         message_id=msg["Message-ID"], raw=bytes(msg), registration_id=registration_id,
         source_message=origin.message, now=now,
     )
+    store.log_replies(recipients, outbox_id, now)
+
+
+def _over_cap(store: Store, settings: Settings, address: str, origin: Origin,
+              now: dt.datetime) -> bool:
+    """A handful of automatic mails per address and day at most: a loop with a robot, or a
+    stranger making us write to someone over and over, stops here; the digest shows it."""
+    cap = settings.max_replies_per_day
+    if store.replies_to_since(address, now - dt.timedelta(days=1)) < cap:
+        return False
+    store.log(now=now, action="reply_capped", email=address, message=origin.message,
+              reason=f"no automatic mail to {address}: already {cap} in the last 24 hours")
+    return True
 
 
 def _person(row: sqlite3.Row) -> dict:
