@@ -367,3 +367,28 @@ def test_config_errors_name_the_file_and_key():
     raw["sessions"][0]["cancelled"] = "ja"
     with pytest.raises(config.ConfigError, match=r"\[sessions #1\] cancelled"):
         config.from_dict(raw, PROJECT / "config" / "leernetwerk.toml")
+
+
+def test_remind_command_sends_once_through_smtp(desk, smtp_server, tmp_path, capsys):
+    desk.signups(PEOPLE[:2])
+    desk.store.conn.close()
+    text = (PROJECT / "config" / "leernetwerk.toml").read_text(encoding="utf-8")
+    smtp_part = text[text.index("[smtp]"):]
+    smtp_part = smtp_part.replace('host = "smtp.office365.com"', f'host = "{smtp_server.host}"', 1)
+    smtp_part = smtp_part.replace("port = 587", f"port = {smtp_server.port}", 1)
+    smtp_part = smtp_part.replace('security = "starttls"', 'security = "none"', 1)
+    smtp_part = smtp_part.replace('password_env = "LEERNETWERK_SMTP_PASSWORD"', 'password_env = ""', 1)
+    smtp_part = smtp_part.replace('username = "duurzameontwikkeling@vlaanderen.be"', 'username = ""', 1)
+    cfg = tmp_path / "leernetwerk.toml"
+    cfg.write_text(text[:text.index("[smtp]")] + smtp_part, encoding="utf-8")
+    for path in (PROJECT / "config").glob("*.toml"):
+        if path.name != "leernetwerk.toml":
+            (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    before = len(smtp_server.messages)
+    args = ["remind", "--config", str(cfg), "--db", str(desk.path), "--now", "2018-06-25T10:00"]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0   # the same moment again: nothing more
+    sent = smtp_server.messages[before:]
+    assert sorted(m.rcpt_tos[0] for m in sent) == ["anna.peeters@gent.be", "bram.claes@leuven.be"]
+    assert all(m.message["Subject"].startswith("Herinnering: sessie 1") for m in sent)
+    assert "2 reminders and 0 session updates queued; 2 sent" in capsys.readouterr().out
