@@ -215,7 +215,9 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
 
     Autocommit (isolation_level=None) so that every transaction is explicit: see transaction().
     """
-    conn = sqlite3.connect(os.fspath(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    # The worker's scheduler runs jobs in pool threads, one at a time per job (max_instances=1).
+    conn = sqlite3.connect(os.fspath(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                           check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -279,10 +281,13 @@ def _statements(script: str) -> Iterator[str]:
 
 
 class WorkerLock:
-    """An OS-level lock beside the database: the kernel releases it when the process dies."""
+    """An OS-level lock: the kernel releases it when the process dies, so a SIGKILL leaves no
+    stale lock behind (unlike a PID file)."""
 
-    def __init__(self, db_path: str | os.PathLike):
-        self.path = Path(os.fspath(db_path) + ".lock")
+    def __init__(self, db_path: str | os.PathLike, *, path: Path | None = None,
+                 what: str | None = None):
+        self.path = path or Path(os.fspath(db_path) + ".lock")
+        self.what = what or str(Path(os.fspath(db_path)))
         self._fd: int | None = None
 
     def acquire(self) -> "WorkerLock":
@@ -293,7 +298,7 @@ class WorkerLock:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise AlreadyRunning(
-                f"another worker ({holder}) is already using {self.path.with_suffix('')}; "
+                f"another worker ({holder}) is already using {self.what}; "
                 "stop it first, or use a different --db"
             ) from None
         os.ftruncate(fd, 0)
@@ -312,6 +317,25 @@ class WorkerLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> int:
+    """A consistent copy through SQLite's online backup, safe while the worker writes."""
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; choose a new file name")
+    partial = target.with_name(target.name + ".partial")
+    dest = sqlite3.connect(partial)
+    try:
+        conn.backup(dest, pages=1024)
+        check = dest.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"the copy failed its integrity check: {check}")
+        pages = dest.execute("PRAGMA page_count").fetchone()[0]
+    finally:
+        dest.close()
+    partial.rename(target)  # a half-written copy never carries the final name
+    return pages
 
 
 def _json_list(value) -> str:
@@ -543,6 +567,14 @@ class Store:
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
             " WHERE id = ? AND state = 'pending'",
             (error, iso(next_attempt_at), outbox_id),
+        )
+
+    def mark_throttled(self, outbox_id: int, error: str):
+        """The relay asked us to slow down: noted, but neither an attempt nor a later slot, so
+        the mail keeps its place in the queue (first come, first answered)."""
+        self.conn.execute(
+            "UPDATE outbox SET last_error = ? WHERE id = ? AND state = 'pending'",
+            (error, outbox_id),
         )
 
     def mark_failed(self, outbox_id: int, error: str):

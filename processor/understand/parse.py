@@ -291,17 +291,35 @@ def _message_from_bytes_safely(data: bytes) -> Message | None:
         return None
 
 
+def _raw_values(msg: Message, name: str) -> list[str]:
+    try:
+        return [str(v) for k, v in msg._headers if str(k).strip().lower() == name]  # noqa: SLF001
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
+    """Addresses are read from the header as sent, and only the display names are decoded
+    afterwards: an encoded-word name such as "=?utf-8?q?x=0D=0ABcc:_a@b?=" must never turn
+    into an address of its own (RFC 2047 forbids encoded words in the address itself)."""
+    pairs = []
+    for value in _raw_values(msg, name):
+        for display, addr in parse_addresses(clean(value.replace("\r", " ").replace("\n", " "))):
+            pairs.append((clean(decode_header_value(display)).strip() if display else "", addr))
+    return pairs
+
+
 def _fill_headers(record: MailRecord, msg: Message) -> None:
     record.headers = _headers_of(msg)
     frm = record.header("from") or ""
-    pairs = parse_addresses(frm)
+    pairs = _addresses(msg, "from")
     if pairs:
         record.sender_name, record.sender = pairs[0][0] or None, pairs[0][1]
     else:
         record.sender_name = frm.strip() or None
-    record.to = [p for v in record.headers.get("to", []) for p in parse_addresses(v)]
-    record.cc = [p for v in record.headers.get("cc", []) for p in parse_addresses(v)]
-    record.reply_to = [p for v in record.headers.get("reply-to", []) for p in parse_addresses(v)]
+    record.to = _addresses(msg, "to")
+    record.cc = _addresses(msg, "cc")
+    record.reply_to = _addresses(msg, "reply-to")
     record.subject = record.header("subject") or ""
     mid = re.findall(r"<[^<>\s]+>", record.header("message-id") or "")
     record.message_id = mid[0] if mid else ((record.header("message-id") or "").strip() or None)
