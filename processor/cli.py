@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, time=True, data=True)
     p.add_argument("--dry-run", action="store_true",
                    help="only list what would go out at that moment; change nothing")
+    p = sub.add_parser("digest", help="the organisers' daily digest: preview it, or send today's now")
+    _common(p, time=True, data=True)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--print", dest="send", action="store_false",
+                      help="show it in the terminal, change nothing (the default)")
+    mode.add_argument("--send", dest="send", action="store_true",
+                      help="queue today's digest and send it now; never a second one the same day")
+    p.set_defaults(send=False)  # store_false alone would make sending the default
+    p = sub.add_parser("backup", help="a consistent copy of the database, safe while the worker runs")
+    _common(p)
+    p.add_argument("target", metavar="PATH", help="the new file to write")
+
     p = sub.add_parser("demo", help="run the whole desk against embedded mail servers, with samples")
     _common(p, time=True)
     p.set_defaults(db=None)
@@ -168,8 +180,10 @@ def cmd_parse(args) -> int:
 
 
 def cmd_poll(args, settings) -> int:
+    from processor.mailbox import worker_lock
+
     clock = _clock(args, settings)
-    with db.WorkerLock(args.db):
+    with db.WorkerLock(args.db), worker_lock(settings.mailbox):
         store = Store(db.connect(args.db))
         report = pipeline.poll(store, settings, clock)
     if args.json:
@@ -179,6 +193,17 @@ def cmd_poll(args, settings) -> int:
     if report.database_error:
         return 4
     return 1 if report.mailbox_error and not report.applied else 0
+
+
+def cmd_backup(args, settings) -> int:
+    conn = db.connect(args.db)
+    try:
+        pages = db.backup(conn, args.target)
+    except (FileExistsError, OSError) as exc:
+        print(f"leernetwerk backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"copied {args.db} to {args.target} ({pages} pages, integrity ok)")
+    return 0
 
 
 def cmd_run(args, settings) -> int:
@@ -228,6 +253,34 @@ def cmd_remind(args, settings) -> int:
         print(f"{report.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
               f"{flushed.failed} failed")
     return 0
+
+
+def cmd_digest(args, settings) -> int:
+    from processor import digest, outbox
+
+    now = _clock(args, settings).now()
+    if not args.send:
+        store = Store(db.connect(args.db))
+        with store.transaction():  # one consistent picture; nothing is written
+            data = digest.contents(store, settings, now)
+        if args.json:
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+        else:
+            rendered = digest.render(settings, data, now)
+            print(f"Onderwerp: {rendered.subject}\n")
+            print(rendered.text)
+        return 0
+    with db.WorkerLock(args.db):
+        store = Store(db.connect(args.db))
+        result = digest.queue(store, settings, now)
+        flushed = outbox.flush(store, settings, now)
+    if args.json:
+        print(json.dumps({"day": result.day, "state": result.state, "outbox_id": result.outbox_id,
+                          "flush": flushed.__dict__}, ensure_ascii=False, indent=2))
+    else:
+        print(f"{result.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
+              f"{flushed.failed} failed")
+    return 0 if result.state in ("queued", "skipped") else 1
 
 
 def cmd_demo(args, settings) -> int:
@@ -326,6 +379,7 @@ def cmd_export(args, settings) -> int:
 
 
 COMMANDS = {"remind": cmd_remind, "poll": cmd_poll, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
+            "backup": cmd_backup, "digest": cmd_digest,
             "export": cmd_export, "review": cmd_review, "history": cmd_history,
             **{name: _organiser_command for name in
                ("register", "cancel", "promote", "resolve", "retry", "forget", "purge")}}

@@ -206,6 +206,23 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 )
 
 
+# Issue 8: the hot path reads only what is new. Each index below replaced a scan that grew with
+# the whole history (checked with EXPLAIN QUERY PLAN in tests/test_query_plans.py).
+MIGRATIONS += (
+    (
+        5,
+        "indexes for a backlog: unmarked mail, events per registration",
+        """
+        -- Marking on the server looked at every mail of the folder ever fetched, each poll.
+        CREATE INDEX messages_unmarked ON messages (folder, uidvalidity, uid)
+            WHERE marked_on_server = 0;
+        -- Reminders and history look up a registration's events; without it, a scan per person.
+        CREATE INDEX events_by_registration ON events (registration_id, action);
+        """,
+    ),
+)
+
+
 class AlreadyRunning(Exception):
     """Another worker holds the database."""
 
@@ -234,7 +251,9 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL): keep the real error.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     else:
         conn.execute("COMMIT")

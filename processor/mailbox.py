@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from imapclient import IMAPClient
 
 from processor.config import Mailbox as MailboxSettings
+from processor.db import WorkerLock
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +23,16 @@ log = logging.getLogger(__name__)
 SIZE_ITEMS = [b"INTERNALDATE", b"RFC822.SIZE"]
 BODY_ITEMS = [b"BODY.PEEK[]"]
 HEADER_ITEMS = [b"BODY.PEEK[HEADER]"]
+
+
+def worker_lock(settings: MailboxSettings) -> WorkerLock:
+    """One worker per mailbox on this machine, whatever database each one uses."""
+    key = hashlib.sha256(f"{settings.host.lower()}:{settings.port}:{settings.username.lower()}:"
+                         f"{settings.folder}".encode()).hexdigest()
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return WorkerLock("", path=folder / f"leernetwerk-mailbox-{key[:20]}.lock",
+                      what=f"the mailbox {settings.username}@{settings.host}:{settings.port}/"
+                           f"{settings.folder}")
 
 
 class MailboxError(Exception):

@@ -197,6 +197,8 @@ class PollReport:
         if self.flush:
             parts.append(f"{self.flush.sent} sent, {self.flush.retried} to retry, "
                          f"{self.flush.failed} failed")
+            if self.flush.throttled:
+                parts.append("the relay asked to slow down")
             if self.flush.unavailable:
                 parts.append(f"SMTP unavailable: {self.flush.unavailable}")
         if self.mailbox_error:
@@ -239,7 +241,10 @@ def _message_id_header(raw: bytes) -> str | None:
     return None
 
 
-def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock) -> int:
+def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock,
+          report: PollReport | None = None) -> int:
+    """Store new mail batch by batch; each committed batch counts even if a later one fails."""
+    report = report if report is not None else PollReport()
     folder = settings.mailbox.folder
     position = store.mailbox_position(folder)
     last_uid = 0
@@ -265,6 +270,7 @@ def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock) -> i
                     truncated=mail.truncated,
                 ):
                     stored += 1
+                    report.fetched += 1
             store.set_mailbox_position(folder, mailbox.uidvalidity, batch[-1].uid, clock.now())
         batch.clear()
 
@@ -342,14 +348,16 @@ def mark_on_server(mailbox: Mailbox, store: Store, settings: Settings) -> int:
 
 
 def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mailbox,
-         connect_smtp=None, should_stop: Callable[[], bool] = lambda: False) -> PollReport:
+         connect_smtp=None, should_stop: Callable[[], bool] = lambda: False,
+         pacer: outbox.Pacer | None = None,
+         send_budget_seconds: float | None = -1) -> PollReport:
     """One cycle. A mailbox that is down does not stop the mail already stored from being
     applied and answered; it is tried again at the next poll."""
     report = PollReport()
     try:
         try:
             with mailbox_factory(settings.mailbox) as mailbox:
-                report.fetched = fetch(mailbox, store, settings, clock)
+                fetch(mailbox, store, settings, clock, report)
                 apply_pending(store, settings, clock, report, should_stop)
                 # Marked only after the apply step committed, never before.
                 report.marked = mark_on_server(mailbox, store, settings)
@@ -358,7 +366,12 @@ def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mail
             log.warning("mailbox unavailable: %s", exc)
             apply_pending(store, settings, clock, report, should_stop)
         flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
-        report.flush = outbox.flush(store, settings, clock.now(), **flush_kwargs)
+        # Sending at the relay's pace may take long: by default it yields after one poll
+        # interval, so that new mail is fetched and queued in its place meanwhile.
+        budget = settings.poll_interval_seconds if send_budget_seconds == -1 \
+            else send_budget_seconds
+        report.flush = outbox.flush(store, settings, clock.now(), pacer=pacer,
+                                    budget_seconds=budget, **flush_kwargs)
     except (DatabaseUnavailable, sqlite3.Error) as exc:
         report.database_error = str(exc)
         log.error("database unavailable; nothing was half applied, retrying at the next poll: %s",

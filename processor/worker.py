@@ -9,7 +9,8 @@ import threading
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from processor import db, pipeline, reminders
+from processor import db, mailbox, pipeline, reminders
+from processor import digest
 from processor.clock import Clock
 from processor.config import Settings
 
@@ -21,7 +22,7 @@ REMINDER_CHECK_MINUTES = 5
 
 
 def run(settings: Settings, db_path: str, clock: Clock) -> None:
-    with db.WorkerLock(db_path):
+    with db.WorkerLock(db_path), mailbox.worker_lock(settings.mailbox):
         store = db.Store(db.connect(db_path))
         stopping = threading.Event()
         scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS)
@@ -49,6 +50,22 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
         # (the scheduler's); at start too, to catch up what fell due while the worker was down.
         scheduler.add_job(reminders_job, "cron", minute=f"*/{REMINDER_CHECK_MINUTES}",
                           id="reminders", replace_existing=True, next_run_time=clock.now())
+
+        def digest_job():
+            if stopping.is_set():
+                return
+            # The digests table decides, not the scheduler: a run before send_time or after
+            # today's digest is recorded does nothing, so restarts and catch-ups are safe.
+            result = digest.run_job(db_path, settings, clock.now())
+            if result.state == "queued":
+                log.info("digest: %s", result.summary())
+                scheduler.modify_job("poll", next_run_time=dt.datetime.now(dt.timezone.utc))
+
+        send = settings.digest.send_time
+        # At send_time in the event's timezone (the scheduler's), and at start: a worker that
+        # was down at send_time sends today's digest as soon as it is back.
+        scheduler.add_job(digest_job, "cron", hour=send.hour, minute=send.minute,
+                          id="digest", replace_existing=True, next_run_time=clock.now())
 
         def stop(signum, _frame):
             log.info("signal %s: stopping after the current mail", signum)
