@@ -42,7 +42,7 @@ _FAILURE_TEXT = re.compile(
     re.IGNORECASE,
 )
 _QUOTED_ORIGINAL = re.compile(
-    r"^[ \t]*(?:-{2,}[ \t]*(?:Below this line is a copy of the message|Original message|Original Message|"
+    r"^[ \t]*+(?:-{2,}[ \t]*(?:Below this line is a copy of the message|Original message|Original Message|"
     r"Oorspronkelijk bericht|Message d'origine|The original message|Undelivered message)|"
     r"-{2,}\s*This is a copy of the message|"
     r"Original message headers:|Oorspronkelijke berichtkoppen:|En-têtes de message d'origine|"
@@ -147,7 +147,7 @@ def _text_recipients(record: MailRecord, exclude: set[str]) -> set[str]:
             if addr in exclude or is_machine_sender(addr):
                 continue
             window = "\n".join(lines[max(0, i - 3): i + 4])
-            if _FAILURE_TEXT.search(window) or re.match(r"^\s*<[^>]+>:?\s*$", line) or \
+            if _FAILURE_TEXT.search(window) or re.match(r"^\s*+<[^>]+>:?\s*$", line) or \
                     re.search(r"(?i)recipients?|ontvanger|destinataire|empfänger|failed|mislukt", window):
                 found.append(addr)
     return set(found)

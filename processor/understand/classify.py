@@ -36,7 +36,7 @@ Classifier = Callable[[Context], "Decision | None"]
 # --- patterns -------------------------------------------------------------------------------------
 
 _AUTO_SUBJECT = re.compile(
-    r"^\s*(?:\[?(?:automatisch antwoord|automatisch bericht|automatische (?:reactie|melding|reply)|automatic reply|"
+    r"^\s*+(?:\[?(?:automatisch antwoord|automatisch bericht|automatische (?:reactie|melding|reply)|automatic reply|"
     r"auto(?:matic)?[- ]?(?:reply|response|respond)|out of (?:the )?office|ooo|afwezig(?:heid|heidsmelding|heidsbericht)?|"
     r"niet aanwezig|met verlof|vakantie|réponse automatique|reponse automatique|r[ée]ponse en votre absence|absence|"
     r"absent|abwesenheitsnotiz|abwesend|automatische antwort|vacation|on leave|away from (?:the )?office)\]?)\s*(?::|-|$)",
@@ -46,7 +46,7 @@ _AUTO_SUBJECT_ANYWHERE = re.compile(
     r"automatisch antwoord|automatic reply|auto[- ]reply|autoreply|out of (?:the )?office|afwezigheidsmelding|"
     r"réponse automatique|abwesenheitsnotiz|automatische antwort", re.IGNORECASE)
 _RECEIPT_SUBJECT = re.compile(
-    r"^\s*(?:gelezen|read|lu|gelesen|leído|letto|niet gelezen|not read|non lu|ongelezen|"
+    r"^\s*+(?:gelezen|read|lu|gelesen|leído|letto|niet gelezen|not read|non lu|ongelezen|"
     r"bezorgd|delivered|remis|zugestellt|afgeleverd|gelesen|"
     r"leesbevestiging|read receipt|return receipt|accusé de (?:lecture|réception)|ontvangstbevestiging|"
     r"read-receipt|lesebestätigung|message lu)\s*(?::|$)",
@@ -107,7 +107,7 @@ _REG_STRONG = re.compile(
 )
 _QUESTION = re.compile(r"\?|\b(?:vraag|vraagje|question|vraag ik me af|zou ik willen weten|graag wil ik weten)\b", re.I)
 _THANKS = re.compile(
-    r"^\W*(?:(?:hartelijk |heel erg |alvast |ook |nogmaals )?(?:bedankt|dank(?:u| u| je|je)(?:wel| wel)?|merci|thanks|thank you|"
+    r"^\W*+(?:(?:hartelijk |heel erg |alvast |ook |nogmaals )?(?:bedankt|dank(?:u| u| je|je)(?:wel| wel)?|merci|thanks|thank you|"
     r"super|top|prima|perfect|ok(?:é|e)?|in orde|goed ontvangen|ontvangen|fijn|great|parfait|très bien)\b)",
     re.IGNORECASE,
 )
@@ -312,7 +312,7 @@ def _mentions_existing_registration(text: str) -> bool:
 
 
 _INFO_QUESTION = re.compile(
-    r"^\W*(?:en |maar |of )?(?:hoe|wanneer|tot wanneer|vanaf wanneer|waar|wat|welke|waarom|wie|hoeveel|"
+    r"^\W*+(?:en |maar |of )?(?:hoe|wanneer|tot wanneer|vanaf wanneer|waar|wat|welke|waarom|wie|hoeveel|"
     r"how|when|where|what|which|why|who|comment|quand|où|quel\w*|pourquoi|combien)\b", re.IGNORECASE)
 _ASKER = re.compile(r"\b(?:mij|me|mezelf|ons|onze|mijn|m'|my|me|myself|us|our|nous|mes|mon|ma)\b|@", re.IGNORECASE)
 
@@ -327,7 +327,7 @@ def _without_questions(text: str) -> str:
         if not _INFO_QUESTION.match(sentence) and _ASKER.search(sentence):
             return sentence
         return " "
-    return re.sub(r"[^.!?\n]*\?", drop, text)
+    return re.sub(r"[^.!?\n]{0,300}\?", drop, text)
 
 
 def registration(ctx: Context) -> Decision | None:
@@ -381,7 +381,7 @@ def _question_sentence(text: str) -> str:
 
 
 _FORM_LABEL = re.compile(
-    r"(?im)^[ \t*•\-]*(?:naam|voornaam|achternaam|familienaam|name|full name|first name|last name|nom|prénom|"
+    r"(?im)^[ \t*•\-]*+(?:naam|voornaam|achternaam|familienaam|name|full name|first name|last name|nom|prénom|"
     r"e-?mail(?:adres)?|mail|courriel|adresse e-?mail)[ \t]*(?:\([^)]*\))?[ \t]*[:=\t]")
 
 

@@ -128,7 +128,7 @@ _LABELS: list[tuple[str, re.Pattern]] = [
     ("department", re.compile(r"^(?:dienst|afdeling|department|service|team|directie|cel|division)$", re.I)),
     ("function", re.compile(r"^(?:functie|function|fonction|job ?title|titel|title|rol|role)$", re.I)),
 ]
-_LABEL_LINE = re.compile(r"^[ \t*•\-–>]*([A-Za-zÀ-ÿ][A-Za-zÀ-ÿ /+\-()]{1,40}?)[ \t]*(?:\(\w+\))?[ \t]*[:=\t][ \t]*(.*)$")
+_LABEL_LINE = re.compile(r"^[ \t*•\-–>]*+([A-Za-zÀ-ÿ][A-Za-zÀ-ÿ /+\-()]{1,40}?)[ \t]*(?:\(\w+\))?[ \t]*[:=\t][ \t]*(.*)$")
 
 
 @dataclass
@@ -527,7 +527,7 @@ _STOP_WORDS = {"ik", "graag", "hierbij", "mijn", "collega", "collega's", "en", "
 
 def _name_near(text_before: str, text_after: str) -> str | None:
     """A name right before an address ('Jan Peeters (jan@x)') or right after it ('jan@x (Jan Peeters)')."""
-    after = re.match(r"^\s*[>)\]]?\s*[\(\[]\s*([^()\[\]\n]{3,60})[\)\]]", text_after)
+    after = re.match(r"^\s*+[>)\]]?\s*[\(\[]\s*([^()\[\]\n]{3,60})[\)\]]", text_after)
     if after:
         name = clean_name(after.group(1))
         if name and NAME_RUN.fullmatch(_case_for_run(name)) and not _ORG_HEAD.match(name):
@@ -550,9 +550,14 @@ def _name_near(text_before: str, text_after: str) -> str | None:
     return None
 
 
+MAX_ADDRESSES = 60  # far beyond any max_participants: the review flag fires long before
+
+
 def people_from_addresses(text: str, exclude: set[str]) -> list[Person]:
     people: list[Person] = []
-    for m in ADDRESS.finditer(text):
+    for count, m in enumerate(ADDRESS.finditer(text)):
+        if count >= MAX_ADDRESSES:
+            break
         addr = m.group(0).lower().rstrip(".")
         if addr in exclude or any(p.email == addr for p in people):
             continue
@@ -562,9 +567,9 @@ def people_from_addresses(text: str, exclude: set[str]) -> list[Person]:
             continue
         after = text[m.end():m.end() + 80]
         name = _name_near(before, after)
-        line_start = text.rfind("\n", 0, m.start()) + 1
-        line_end = text.find("\n", m.end())
-        line = text[line_start:line_end if line_end >= 0 else len(text)]
+        line_start = max(text.rfind("\n", 0, m.start()) + 1, m.start() - 200)
+        line_end = text.find("\n", m.end(), m.end() + 200)
+        line = text[line_start:line_end if line_end >= 0 else m.end() + 200]
         org = None
         for piece in re.split(r"\s*[,;|()–]\s*|\s+-\s+", ADDRESS.sub(" ", line)):
             piece = piece.strip(" .:<>[]")
@@ -585,7 +590,10 @@ _NAMED_COLLEAGUE = re.compile(
 def people_named_without_address(text: str) -> list[Person]:
     """'mijn collega Els Janssens' and lists of names after such a word."""
     people: list[Person] = []
+    text = text[:8000]
     for m in _NAMED_COLLEAGUE.finditer(text):
+        if len(people) >= MAX_ADDRESSES:
+            break
         tail = text[m.end():m.end() + 8]
         if re.match(r"\s*[(<\[]?\s*[\w.+-]+@", tail):
             continue  # the address follows: people_from_addresses reads it
@@ -597,7 +605,7 @@ def people_named_without_address(text: str) -> list[Person]:
                 people.append(Person(name=name, source="named"))
     # Bulleted name lines ("- Els Janssens") under a registration.
     for line in text.split("\n"):
-        m = re.match(r"^\s*(?:[-•*·–]|\d+[.)])\s*(.+?)\s*$", line)
+        m = re.match(r"^\s*+(?:[-•*·–]|\d+[.)])\s*(.+?)\s*$", line)
         if not m or ADDRESS.search(line):
             continue
         piece = re.split(r"\s*[,(–|]\s*|\s+-\s+", m.group(1))[0]

@@ -9,20 +9,20 @@ from .parse import decode_header_value, parse_addresses
 # Quote headers of the common clients in Dutch, French, English and German. Gmail and Apple Mail
 # wrap long ones over two lines, hence the tolerance for one line break inside.
 _WROTE = re.compile(
-    r"^[ \t>]*(?:Op|On|Le|Am|El|Il|Den)\b[^\n]{0,200}(?:\n[^\n]{0,200})?"
+    r"^[ \t>]*+(?:Op|On|Le|Am|El|Il|Den)\b[^\n]{0,200}(?:\n[^\n]{0,200})?"
     r"(?:schreef|heeft [^\n]{0,60}geschreven|wrote|a écrit|a ecrit|schrieb|escribió|ha scritto)"
     r"[^\n]{0,80}:?[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _WROTE_SHORT = re.compile(
-    r"^[ \t>]*[^\n]{2,120}(?:schreef|wrote|a écrit|schrieb)[ \t]*:[ \t]*$", re.IGNORECASE | re.MULTILINE)
+    r"^[ \t>]*+[^\n]{2,120}(?:schreef|wrote|a écrit|schrieb)[ \t]*:[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _ORIGINAL = re.compile(
-    r"^[ \t>]*-{2,}[ \t]*(?:Original Message|Oorspronkelijk bericht|Origineel bericht|Message d'origine|"
+    r"^[ \t>]*+-{2,}[ \t]*(?:Original Message|Oorspronkelijk bericht|Origineel bericht|Message d'origine|"
     r"Ursprüngliche Nachricht|Message original|Reply message|Antwoord bericht)[ \t]*-{2,}[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _FORWARD = re.compile(
-    r"^[ \t>]*(?:-{2,}[ \t]*(?:Forwarded message|Doorgestuurd bericht|Doorgezonden bericht|"
+    r"^[ \t>]*+(?:-{2,}[ \t]*(?:Forwarded message|Doorgestuurd bericht|Doorgezonden bericht|"
     r"Message transféré|Message transfere|Forwarded Message|Weitergeleitete Nachricht|Original Message|"
     r"Oorspronkelijk bericht|Message d'origine)[ \t]*-{2,}|"
     r"Begin (?:forwarded message|doorgestuurd bericht|doorgestuurd bericht)[ \t]*:|"
@@ -34,35 +34,35 @@ _HEADER_SENT = r"(?:Verzonden|Sent|Envoyé|Envoye|Date|Datum|Gesendet|Verstuurd|
 _HEADER_TO = r"(?:Aan|To|À|A|An|Destinataire)"
 _HEADER_SUBJECT = r"(?:Onderwerp|Subject|Objet|Betreff|Sujet)"
 _HEADER_LINE = re.compile(
-    r"^[ \t>*]*(" + "|".join([_HEADER_FROM, _HEADER_SENT, _HEADER_TO, _HEADER_SUBJECT, r"CC|Cc|Kopie"]) +
+    r"^[ \t>*]*+(" + "|".join([_HEADER_FROM, _HEADER_SENT, _HEADER_TO, _HEADER_SUBJECT, r"CC|Cc|Kopie"]) +
     r")[ \t]*:[ \t]*\**[ \t]*(.*)$", re.IGNORECASE)
 _OUTLOOK_BLOCK = re.compile(
-    r"^[ \t>*]*" + _HEADER_FROM + r"[ \t]*:[^\n]*\n(?:[^\n]*\n){0,3}?[ \t>*]*(?:" + _HEADER_SENT + "|" + _HEADER_TO +
+    r"^[ \t>*]*+" + _HEADER_FROM + r"[ \t]*:[^\n]*\n(?:[^\n]*\n){0,3}?[ \t>*]*(?:" + _HEADER_SENT + "|" + _HEADER_TO +
     r")[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|antw|aw|sv|réf|ref)\s*:\s*)*(?:fw|fwd|tr|doorst|wg|fw:|trans)\s*:", re.I)
-_REPLY_SUBJECT = re.compile(r"^\s*(?:re|antw|aw|réf|ref|sv|odp)\s*(?:\[\d+\])?\s*:", re.I)
+_FORWARD_SUBJECT = re.compile(r"^\s*+(?:(?:re|antw|aw|sv|réf|ref)\s*:\s*)*(?:fw|fwd|tr|doorst|wg|fw:|trans)\s*:", re.I)
+_REPLY_SUBJECT = re.compile(r"^\s*+(?:re|antw|aw|réf|ref|sv|odp)\s*(?:\[\d+\])?\s*:", re.I)
 
 _SIGN_OFF = re.compile(
-    r"^[ \t]*(?:met )?(?:(?:vriendelijke|hartelijke|beste|collegiale|warme|fijne|vele|zonnige|duurzame)\s+)?"
+    r"^[ \t]*+(?:met )?(?:(?:vriendelijke|hartelijke|beste|collegiale|warme|fijne|vele|zonnige|duurzame)[ \t]+)?"
     r"(?:groet(?:en|jes)?|groeten)\b[^\n]{0,40}$|"
-    r"^[ \t]*(?:mvg|vg|mvgr|m\.v\.g\.?|groetjes|groeten|cordialement|bien (?:à|a) (?:vous|toi)|"
+    r"^[ \t]*+(?:mvg|vg|mvgr|m\.v\.g\.?|groetjes|groeten|cordialement|bien (?:à|a) (?:vous|toi)|"
     r"bien cordialement|salutations(?: distinguées)?|meilleures salutations|sincères salutations|"
     r"avec mes (?:meilleures |sincères )?salutations|bonne journée|"
-    r"(?:kind|best|warm|many thanks and|with kind)?\s*regards|best wishes|best|cheers|sincerely|yours sincerely|"
+    r"(?:kind|best|warm|many thanks and|with kind)?[ \t]*regards|best wishes|best|cheers|sincerely|yours sincerely|"
     r"thanks|thank you|many thanks|alvast bedankt|alvast dank|bedankt|dank u(?: wel)?|dank je(?: wel)?|"
     r"met dank|hoogachtend|tot dan|tot binnenkort|merci(?: d'avance| beaucoup)?|"
     r"mit freundlichen grüßen|viele grüße)[ \t]*[,.!]*[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _MOBILE_FOOTER = re.compile(
-    r"^[ \t]*(?:Verzonden (?:vanaf|met|van) mijn|Verstuurd (?:vanaf|met|van) mijn|Sent from my|Envoyé de mon|"
+    r"^[ \t]*+(?:Verzonden (?:vanaf|met|van) mijn|Verstuurd (?:vanaf|met|van) mijn|Sent from my|Envoyé de mon|"
     r"Envoyé depuis mon|Von meinem|Get Outlook for|Download Outlook voor|Outlook voor (?:iOS|Android) downloaden|"
     r"Sent from Mail for Windows|Verzonden vanuit Mail voor Windows|Verzonden vanuit Outlook)[^\n]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _SIG_DASHES = re.compile(r"^-- ?$", re.MULTILINE)
 _DISCLAIMER = re.compile(
-    r"^[ \t]*(?:disclaimer|\*{0,2}\s*(?:dit e-?mail(?:bericht)?|deze e-?mail|de informatie (?:in|verzonden)|"
+    r"^[ \t]*+(?:disclaimer|\*{0,2}[ \t]*(?:dit e-?mail(?:bericht)?|deze e-?mail|de informatie (?:in|verzonden)|"
     r"this e-?mail (?:message )?(?:and|is|may|contains)|the information (?:contained|in this)|"
     r"ce (?:message|courriel|e-?mail) (?:et|est|peut)|les informations contenues|"
     r"denk aan het milieu|please consider the environment|pensez à l'environnement|"
@@ -190,8 +190,13 @@ def strip_disclaimer(text: str) -> str:
     return text
 
 
-def split_body(text: str, subject: str = "") -> Body:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+MAX_OWN_CHARS = 20_000
+# A quote header is searched for in the first part only: a history can be megabytes long.
+MAX_SCAN_CHARS = 60_000
+
+
+def split_body(text: str, subject: str = "", depth: int = 0) -> Body:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_SCAN_CHARS]
     forward_marker = _FORWARD.search(text)
     is_forward_subject = bool(_FORWARD_SUBJECT.match(subject or ""))
     reply_markers = _first(_WROTE.search(text), _ORIGINAL.search(text), _outlook_block(text))
@@ -216,7 +221,8 @@ def split_body(text: str, subject: str = "") -> Body:
         inner = rest[pos:]
         name, addr = _author(fields)
         # The forwarded mail may itself carry a history; only its own part counts.
-        inner_body = split_body(inner, fields.get("subject", ""))
+        inner_body = split_body(inner, fields.get("subject", ""), depth + 1) if depth < 5 else \
+            Body(own=Segment(inner[:MAX_OWN_CHARS]))
         seg = inner_body.own
         seg.author_name, seg.author_email = name, addr
         forwarded.append(seg)
@@ -236,7 +242,8 @@ def split_body(text: str, subject: str = "") -> Body:
         m = _WROTE_SHORT.search(text)
         if m and m.start() > 0:
             own_text, quoted = text[:m.start()], text[m.start():]
-    own_text = _strip_quoted_lines(own_text)
+    # Nobody signs up in the twentieth kilobyte; bounding the text bounds every rule after this one.
+    own_text = _strip_quoted_lines(own_text[:MAX_OWN_CHARS])
     own_text = strip_disclaimer(own_text)
     body, signature = split_signature(own_text)
     return Body(own=Segment(body.strip("\n"), signature=signature), forwarded=forwarded, quoted=quoted,
