@@ -104,6 +104,8 @@ class Smtp(Server):
     from_address: str = ""
     from_name: str = ""
     message_id_domain: str = ""
+    # Exchange Online accepts 30 messages a minute per mailbox; 0: no pacing (a local relay).
+    max_per_minute: int = 30
 
 
 @dataclass(frozen=True)
@@ -340,8 +342,8 @@ def _registration(source: Path, raw: dict, event: Event) -> Registration:
     )
 
 
-def _non_negative(sec: _Section, key: str) -> int:
-    value = sec.get(key, int, 0)
+def _non_negative(sec: _Section, key: str, default: int = 0) -> int:
+    value = sec.get(key, int, default)
     if value < 0:
         sec.fail(key, f"must be 0 (no limit) or more, not {value}")
     return value
@@ -378,6 +380,7 @@ def from_dict(raw: dict, source: Path) -> Settings:
         from_address=from_address,
         from_name=sm.get("from_name", str, ""),
         message_id_domain=sm.get("message_id_domain", str, from_address.rpartition("@")[2]),
+        max_per_minute=_non_negative(sm, "max_per_minute", 30),
     )
     org = _Section(source, "organisers", raw.get("organisers", {}))
     organisers = org.get("addresses", list)

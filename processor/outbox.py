@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from processor import smtp
 from processor.config import Settings
@@ -14,6 +17,13 @@ from processor.db import Store
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 60
+# Rows read per query: the backlog is streamed, never held in memory whole.
+PAGE = 50
+# A hair longer than the relay's window: our clock and the relay's never tick exactly together.
+PACE_MARGIN = 1.02
+# The same mail throttled this often in a row is not a rate problem but that mail's: from then
+# on it is retried like any temporary failure, so it cannot block the queue behind it.
+MAX_THROTTLES_PER_MAIL = 3
 
 
 @dataclass
@@ -21,7 +31,71 @@ class FlushReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    throttled: int = 0
     unavailable: str | None = None
+
+
+class Pacer:
+    """At most `per_minute` sends in any sliding minute, the way relays count; backs off when the
+    relay says "too many" anyway.
+
+    It mirrors the relay's own rule: a send may start once the send `per_minute` places back
+    finished a window ago (plus a margin). Completion times are ours, taken after the relay's 250,
+    so they are never earlier than the relay's own count of that mail. The worker keeps one Pacer
+    for its life, so the rate holds across flushes; the clock and sleep are injectable for tests.
+    """
+
+    def __init__(self, per_minute: int, *, window_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.window = window_seconds
+        self.per_minute = self.limit = per_minute   # 0: no pacing
+        self.clock, self.sleep = clock, sleep
+        self.done: collections.deque[float] = collections.deque()
+        self.hold_until = 0.0
+        self.streak_id: int | None = None
+        self.streak = 0
+
+    def next_at(self) -> float:
+        at = self.hold_until
+        if self.limit and len(self.done) >= self.limit:
+            at = max(at, self.done[-self.limit] + self.window * PACE_MARGIN)
+        return at
+
+    def wait(self, deadline: float | None = None) -> bool:
+        """Sleep until the next send may start; False (without sleeping) if past the deadline."""
+        now = self.clock()
+        at = self.next_at()
+        if deadline is not None and max(at, now) > deadline:
+            return False
+        if at > now:
+            self.sleep(at - now)
+        return True
+
+    def sent(self, outbox_id: int) -> None:
+        now = self.clock()
+        self.done.append(now)
+        while len(self.done) > max(self.per_minute, 1):
+            self.done.popleft()
+        if self.streak_id == outbox_id:
+            self.streak_id, self.streak = None, 0
+        # A full window at the lowered pace without a throttle: back to the configured rate.
+        if self.limit < self.per_minute and len(self.done) >= self.limit \
+                and now - self.hold_until >= self.window:
+            self.limit = min(self.per_minute, self.limit * 2)
+
+    def throttled(self, outbox_id: int) -> bool:
+        """Pause a whole window and halve the rate; True while the mail should keep its place."""
+        self.streak = self.streak + 1 if self.streak_id == outbox_id else 1
+        self.streak_id = outbox_id
+        if self.per_minute:
+            self.limit = max(1, self.limit // 2)
+        self.hold_until = self.clock() + self.window
+        return self.streak < MAX_THROTTLES_PER_MAIL
+
+
+def pacer_for(settings: Settings) -> Pacer:
+    return Pacer(settings.smtp.max_per_minute)
 
 
 def retry_delay(attempts: int, ceiling: int) -> dt.timedelta:
@@ -29,18 +103,43 @@ def retry_delay(attempts: int, ceiling: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), ceiling))
 
 
-def flush(store: Store, settings: Settings, now: dt.datetime, *, limit: int = 1000,
-          connect=smtp.Connection) -> FlushReport:
-    """Send what is due over one connection. A row is marked sent only after the server's 250."""
+def flush(store: Store, settings: Settings, now: dt.datetime, *, limit: int | None = None,
+          connect=smtp.Connection, pacer: Pacer | None = None,
+          budget_seconds: float | None = None) -> FlushReport:
+    """Send what is due over one connection, at the pacer's rate, in priority and arrival order.
+
+    A row is marked sent only after the server's 250. Stops when nothing is due, after `limit`
+    mails, when `budget_seconds` would be exceeded (so the poll cycle can fetch new mail), or
+    at the relay's first throttling answer (the rest waits for the pacer's back-off).
+    """
     report = FlushReport()
-    rows = store.due_mail(now, limit)
-    if not rows:
+    pacer = pacer or pacer_for(settings)
+    deadline = None if budget_seconds is None else pacer.clock() + budget_seconds
+    rows = store.due_mail(now, PAGE if limit is None else min(PAGE, limit))
+    if not rows or not pacer.wait(deadline):
         return report
+    tried: set[int] = set()
     try:
         with connect(settings.smtp) as conn:
-            for row in rows:
-                result = conn.send(row["raw"], row["sender"], json.loads(row["recipients"]))
-                _record(store, settings, row, result, now, report)
+            while rows:
+                for row in rows:
+                    if row["id"] in tried or not pacer.wait(deadline):
+                        return report
+                    tried.add(row["id"])
+                    result = conn.send(row["raw"], row["sender"], json.loads(row["recipients"]))
+                    if result.status == "throttled" and pacer.throttled(row["id"]):
+                        with store.transaction():
+                            store.mark_throttled(row["id"], result.detail)
+                        report.throttled += 1
+                        log.info("relay throttles (%s): pausing %.0f s, then at most %d a"
+                                 " window", result.detail, pacer.window, pacer.limit)
+                        return report
+                    if result.status == "sent":
+                        pacer.sent(row["id"])
+                    _record(store, settings, row, result, now, report)
+                    if limit is not None and len(tried) >= limit:
+                        return report
+                rows = store.due_mail(now, PAGE)
     except smtp.SmtpUnavailable as exc:
         report.unavailable = str(exc)
         log.warning("SMTP unavailable, will retry: %s", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 from dataclasses import dataclass
@@ -11,8 +12,24 @@ from processor.config import Smtp as SmtpSettings
 
 @dataclass(frozen=True)
 class Result:
-    status: str          # "sent" | "temporary" | "permanent"
+    status: str          # "sent" | "temporary" | "permanent" | "throttled"
     detail: str = ""
+
+
+# A relay that says "too many" speaks of the sender, not of this mail: the mail keeps its place
+# and the sender slows down. 421 closes the session; 4.7.x is a policy (rate) refusal; Exchange
+# and Gmail word their limits with these phrases. Kept narrow: a generic 451 4.3.0 stays an
+# ordinary retry of that one mail.
+_THROTTLE_TEXT = re.compile(r"too many|rate limit|throttl|slow down|submission quota",
+                            re.IGNORECASE)
+_THROTTLE_STATUS = re.compile(r"^4\.7\.\d{1,3}\b")
+
+
+def is_throttle(code: int, text: str) -> bool:
+    if not 400 <= code < 500:
+        return False
+    return code == 421 or bool(_THROTTLE_STATUS.match(text.strip())
+                               or _THROTTLE_TEXT.search(text))
 
 
 class SmtpUnavailable(Exception):
@@ -63,13 +80,17 @@ class Connection:
         try:
             refused = self.smtp.sendmail(sender, recipients, raw)
         except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            detail = "; ".join(f"{r}: {c} {m.decode(errors='replace')}"
-                               for r, (c, m) in exc.recipients.items())
-            return Result("temporary" if all(400 <= c < 500 for c in codes) else "permanent",
+            answers = [(code, _text(m)) for code, m in exc.recipients.values()]
+            detail = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in exc.recipients.items())
+            if answers and all(is_throttle(c, m) for c, m in answers):
+                return Result("throttled", detail)
+            return Result("temporary" if all(400 <= c < 500 for c, _ in answers) else "permanent",
                           detail)
         except smtplib.SMTPResponseException as exc:
-            detail = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            text = _text(exc.smtp_error)
+            detail = f"{exc.smtp_code} {text}"
+            if is_throttle(exc.smtp_code, text):
+                return Result("throttled", detail)
             return Result("permanent" if 500 <= exc.smtp_code < 600 else "temporary", detail)
         except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as exc:
             self.smtp = None

@@ -1,0 +1,148 @@
+"""Backlog throughput: N signups in a real Dovecot, one `poll` to aiosmtpd, against the servers' raw speed.
+
+    .venv/bin/python benchmarks/backlog.py                       # N = 1,000 and 5,000 (a few minutes)
+    .venv/bin/python benchmarks/backlog.py --sizes 1000,5000,20000   # the full set of issue 8
+    .venv/bin/python benchmarks/backlog.py --sizes 2000 --profile out.html   # pyinstrument (bench extra)
+
+For each N: a fresh Dovecot and aiosmtpd; N signups appended; the raw limit measured first
+(imapclient fetching the same mails in batches, then one SMTP connection sending N small mails);
+then one poll (fetch → apply → mark → send) in a child process, so that its peak RSS is its own.
+Goals (issue 8): ratio ≥ 0.5, time linear in N, peak RSS < 150 MB and flat in N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _servers as S  # noqa: E402
+
+
+def raw_limit(dovecot, smtp, n: int, batch_size: int) -> tuple[float, float]:
+    """Seconds the servers need for the same work without our code: fetch N, send N."""
+    c = dovecot.client(timeout=120)
+    with S.Stopwatch() as imap:
+        c.select_folder("INBOX")
+        uids = sorted(c.search(["UID", "1:*"]))
+        for start in range(0, len(uids), batch_size):
+            c.fetch(uids[start:start + batch_size], [b"INTERNALDATE", b"RFC822.SIZE", b"BODY.PEEK[]"])
+    c.logout()
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "bench@vlaanderen.be", "x@gemeente.be", "Bench"
+    msg.set_content("Beste,\n\nUw inschrijving is bevestigd.\n" * 10)
+    data = bytes(msg)
+    with S.Stopwatch() as send:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=60) as conn:
+            for i in range(n):
+                conn.sendmail("bench@vlaanderen.be", [f"deelnemer.{i}@gemeente.be"], data)
+    smtp.clear()
+    return imap.seconds, send.seconds
+
+
+def run_child(raw: dict, db: Path, profile: str | None) -> tuple[float, float, dict]:
+    """One poll in a child process; returns (seconds, peak RSS in MiB, its report)."""
+    # pickle, not JSON: the TOML settings hold dates and times.
+    spec = Path(db).with_suffix(".pickle")
+    spec.write_bytes(pickle.dumps({"raw": raw, "db": str(db), "profile": profile}))
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(spec)],
+                            stdout=subprocess.PIPE, env=os.environ.copy())
+    out = proc.stdout.read()
+    # wait4 gives this child's own rusage, so each N has its own peak.
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"the poll failed (exit {proc.returncode})")
+    return seconds, S.peak_rss_mib_from_rusage(usage), json.loads(out.decode().splitlines()[-1])
+
+
+def child(spec_path: str) -> None:
+    from processor import db, pipeline
+    from processor.clock import Clock
+
+    spec = pickle.loads(Path(spec_path).read_bytes())
+    settings = S.settings_from(spec["raw"])
+    store = db.Store(db.connect(spec["db"]))
+    profiler = None
+    if spec["profile"]:
+        from pyinstrument import Profiler
+        profiler = Profiler(interval=0.002)
+        profiler.start()
+    report = pipeline.poll(store, settings, Clock(S.NOW))
+    if profiler:
+        profiler.stop()
+        Path(spec["profile"]).write_text(profiler.output_html())
+        sys.stderr.write(profiler.output_text(unicode=True, color=False, show_all=False))
+    flush = report.flush
+    print(json.dumps({"fetched": report.fetched, "applied": report.applied,
+                      "quarantined": report.quarantined, "marked": report.marked,
+                      "sent": flush.sent if flush else 0, "summary": report.summary()}))
+
+
+def measure(n: int, batch_size: int, profile: str | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="backlog-") as tmp, S.DovecotServer() as dovecot, \
+            S.SmtpServer() as smtp:
+        with S.Stopwatch() as setup:
+            S.append_signups(dovecot, 0, n)
+        imap_s, smtp_s = raw_limit(dovecot, smtp, n, batch_size)
+        raw = S.settings_dict(dovecot, smtp, mailbox={"batch_size": batch_size},
+                              smtp={"max_per_minute": 0})
+        seconds, rss, report = run_child(raw, Path(tmp) / "state.sqlite", profile)
+        received = len(smtp.messages)
+    raw_rate = n / (imap_s + smtp_s)
+    return {"n": n, "setup_s": setup.seconds, "raw_imap_s": imap_s, "raw_smtp_s": smtp_s,
+            "raw_rate": raw_rate, "poll_s": seconds, "rate": n / seconds,
+            "ratio": (n / seconds) / raw_rate, "peak_rss_mib": rss, "received": received,
+            "report": report}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000",
+                        help="comma-separated N (issue 8's full set: 1000,5000,20000)")
+    parser.add_argument("--batch-size", type=int, default=50, help="[mailbox] batch_size")
+    parser.add_argument("--profile", help="write a pyinstrument HTML profile of the poll (last N)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = []
+    print(f"{'N':>7} {'poll s':>8} {'mails/s':>8} {'raw/s':>8} {'ratio':>6} {'peak RSS':>9}"
+          f" {'sent':>7}  (raw = IMAP fetch s + SMTP send s)")
+    for i, n in enumerate(sizes):
+        r = measure(n, args.batch_size, args.profile if i == len(sizes) - 1 else None)
+        results.append(r)
+        print(f"{n:>7} {r['poll_s']:>8.1f} {r['rate']:>8.1f} {r['raw_rate']:>8.1f} "
+              f"{r['ratio']:>6.2f} {r['peak_rss_mib']:>6.1f} MiB {r['report']['sent']:>7}"
+              f"  ({r['raw_imap_s']:.1f} + {r['raw_smtp_s']:.1f}; {r['report']['summary']})",
+              flush=True)
+        if r["report"]["sent"] != n or r["received"] != n:
+            print(f"  ! expected {n} replies, {r['report']['sent']} sent, {r['received']} received")
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        grow = b["n"] / a["n"]
+        print(f"growth from N={a['n']} to N={b['n']} (×{grow:g}): time ×{b['poll_s'] / a['poll_s']:.2f}"
+              f" (linear: ×{grow:g}), peak RSS ×{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}"
+              f" (flat: ×1)")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
