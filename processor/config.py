@@ -97,6 +97,11 @@ class Mailbox(Server):
     move_to: str = ""
     batch_size: int = 50
     max_message_bytes: int = 10_000_000
+    # IMAP IDLE wakes the poll as soon as mail arrives; polling stays the fall-back.
+    idle: bool = False
+    # RFC 2177: servers may drop an IDLE after 30 minutes; renewing sooner also finds a silently
+    # dead connection.
+    idle_renew_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,13 @@ def _registration(source: Path, raw: dict, event: Event) -> Registration:
     )
 
 
+def _idle_renew(sec: _Section) -> int:
+    value = sec.positive("idle_renew_seconds", 600)
+    if value > 29 * 60:
+        sec.fail("idle_renew_seconds", f"must be at most 1740 (29 minutes, RFC 2177), not {value}")
+    return value
+
+
 def _non_negative(sec: _Section, key: str, default: int = 0) -> int:
     value = sec.get(key, int, default)
     if value < 0:
@@ -372,6 +384,8 @@ def from_dict(raw: dict, source: Path) -> Settings:
         move_to=mb.get("move_to", str, ""),
         batch_size=mb.positive("batch_size", 50),
         max_message_bytes=mb.positive("max_message_bytes", 10_000_000),
+        idle=mb.get("idle", bool, False),
+        idle_renew_seconds=_idle_renew(mb),
     )
     sm = _Section(source, "smtp", raw.get("smtp", {}))
     from_address = sm.get("from_address", str).lower()

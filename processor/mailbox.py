@@ -6,7 +6,11 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import select
+import socket
+import ssl
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -138,6 +142,76 @@ class Mailbox:
                     log.warning("the server has no MOVE; handled mail stays in %s", s.folder)
         except Exception as exc:
             raise MailboxError(f"IMAP marking failed: {_describe(exc)}") from exc
+
+
+class Watcher(Mailbox):
+    """A second IMAP session that only waits in IDLE and tells when new mail arrived.
+
+    It never fetches: the poll does that. imapclient's idle_check() swallows an EOF and returns
+    [] as if nothing happened, so after every empty check the socket itself is asked whether the
+    server hung up, and the IDLE is renewed every idle_renew_seconds (a connection that died
+    without a word fails at the renewal).
+    """
+
+    def __enter__(self) -> "Watcher":
+        super().__enter__()
+        self.idling_since: float | None = None
+        return self
+
+    @property
+    def can_idle(self) -> bool:
+        return self.client is not None and self.client.has_capability("IDLE")
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when new mail arrived. MailboxError: reconnect."""
+        try:
+            now = time.monotonic()
+            if self.idling_since is not None \
+                    and now - self.idling_since >= self.settings.idle_renew_seconds:
+                responses = self.client.idle_done()[1]
+                self.idling_since = None
+                if _new_mail(responses):
+                    return True
+            if self.idling_since is None:
+                self.client.idle()
+                self.idling_since = time.monotonic()
+            responses = self.client.idle_check(timeout=timeout)
+        except Exception as exc:
+            raise MailboxError(f"IMAP IDLE failed: {_describe(exc)}") from exc
+        if any(r[:1] == (b"BYE",) for r in responses if isinstance(r, tuple)):
+            raise MailboxError("IMAP IDLE: the server said BYE")
+        if not responses and self._hung_up():
+            raise MailboxError("IMAP IDLE: the server closed the connection")
+        return _new_mail(responses)
+
+    def _hung_up(self) -> bool:
+        sock = self.client.socket()
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            if isinstance(sock, ssl.SSLSocket):
+                # Readable right after idle_check() drained every line: only an EOF is left.
+                return not sock.pending()
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    def _close(self):
+        if self.client is not None and getattr(self, "idling_since", None) is not None:
+            try:
+                self.client.idle_done()
+            except Exception:  # a dead connection cannot leave IDLE politely
+                pass
+            self.idling_since = None
+        super()._close()
+
+
+def _new_mail(responses) -> bool:
+    return any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+               for r in responses)
 
 
 def _describe(exc: Exception) -> str:

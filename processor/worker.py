@@ -9,7 +9,7 @@ import threading
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from processor import db, mailbox, pipeline, reminders
+from processor import db, mailbox, outbox, pipeline, reminders
 from processor import digest
 from processor.clock import Clock
 from processor.config import Settings
@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 # A late run still runs (the default grace of 1 s silently drops it); runs never pile up.
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+# How long one idle_check waits before the socket is looked at again (and SIGTERM noticed).
+IDLE_CHECK_SECONDS = 30
+# Reconnecting after a lost IDLE session: 1, 2, 4 … seconds, at most this long.
+IDLE_RECONNECT_MAX_SECONDS = 60
 REMINDER_CHECK_MINUTES = 5
 
 
@@ -27,11 +31,31 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
         stopping = threading.Event()
         scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS)
 
+        # One pacer for the worker's life: the relay's rate holds across polls.
+        pacer = outbox.pacer_for(settings)
+        woken = threading.Event()
+
         def poll_job():
-            if stopping.is_set():
-                return
-            report = pipeline.poll(store, settings, clock, should_stop=stopping.is_set)
-            log.info("poll: %s", report.summary())
+            # A wake-up while a poll runs would be dropped by the scheduler (max_instances=1):
+            # the running poll goes round once more instead.
+            while not stopping.is_set():
+                woken.clear()
+                report = pipeline.poll(store, settings, clock, should_stop=stopping.is_set,
+                                       pacer=pacer)
+                log.info("poll: %s", report.summary())
+                if not woken.is_set():
+                    break
+
+        def wake():
+            woken.set()
+            try:
+                scheduler.modify_job("poll", next_run_time=dt.datetime.now(dt.timezone.utc))
+            except Exception:  # the scheduler is shutting down
+                pass
+
+        if settings.mailbox.idle:
+            threading.Thread(target=idle_loop, args=(settings, stopping, wake), name="imap-idle",
+                             daemon=True).start()
 
         scheduler.add_job(poll_job, "interval", seconds=settings.poll_interval_seconds,
                           id="poll", replace_existing=True, next_run_time=clock.now())
@@ -75,7 +99,35 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log.info("worker started: polling %s every %s s", settings.mailbox.host,
-                 settings.poll_interval_seconds)
+        log.info("worker started: polling %s every %s s%s", settings.mailbox.host,
+                 settings.poll_interval_seconds,
+                 ", woken by IMAP IDLE" if settings.mailbox.idle else "")
         scheduler.start()
         log.info("worker stopped")
+
+
+def idle_loop(settings: Settings, stopping: threading.Event, wake) -> None:
+    """Wait in IMAP IDLE and wake the poll when mail arrives; it never handles mail itself.
+
+    A lost connection is opened again (with growing pauses); a server without IDLE leaves the
+    worker to its interval polling.
+    """
+    pause = 1.0
+    while not stopping.is_set():
+        try:
+            with mailbox.Watcher(settings.mailbox) as watcher:
+                if not watcher.can_idle:
+                    log.warning("%s offers no IMAP IDLE: polling every %s s instead",
+                                settings.mailbox.host, settings.poll_interval_seconds)
+                    return
+                log.info("IMAP IDLE on %s", settings.mailbox.folder)
+                # Whatever arrived while nobody was listening.
+                wake()
+                pause = 1.0
+                while not stopping.is_set():
+                    if watcher.wait(IDLE_CHECK_SECONDS):
+                        wake()
+        except mailbox.MailboxError as exc:
+            log.warning("IMAP IDLE lost (%s): reconnecting in %.0f s", exc, pause)
+            stopping.wait(pause)
+            pause = min(pause * 2, IDLE_RECONNECT_MAX_SECONDS)
