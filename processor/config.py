@@ -97,6 +97,7 @@ class Mailbox(Server):
     move_to: str = ""
     batch_size: int = 50
     max_message_bytes: int = 10_000_000
+    trusted_authserv_ids: frozenset[str] = frozenset()
     # IMAP IDLE wakes the poll as soon as mail arrives; polling stays the fall-back.
     idle: bool = False
     # RFC 2177: servers may drop an IDLE after 30 minutes; renewing sooner also finds a silently
@@ -354,6 +355,13 @@ def _idle_renew(sec: _Section) -> int:
     return value
 
 
+def _strings(sec: _Section, key: str) -> list[str]:
+    value = sec.get(key, list, [])
+    if not all(isinstance(v, str) and v for v in value):
+        sec.fail(key, "must be a list of non-empty strings")
+    return value
+
+
 def _non_negative(sec: _Section, key: str, default: int = 0) -> int:
     value = sec.get(key, int, default)
     if value < 0:
@@ -384,6 +392,7 @@ def from_dict(raw: dict, source: Path) -> Settings:
         move_to=mb.get("move_to", str, ""),
         batch_size=mb.positive("batch_size", 50),
         max_message_bytes=mb.positive("max_message_bytes", 10_000_000),
+        trusted_authserv_ids=frozenset(a.lower() for a in _strings(mb, "trusted_authserv_ids")),
         idle=mb.get("idle", bool, False),
         idle_renew_seconds=_idle_renew(mb),
     )

@@ -67,6 +67,20 @@ def skip_machines(w: Work) -> bool:
     return False
 
 
+def hold_unauthenticated(w: Work) -> bool:
+    """A signup or cancellation our mail server could not tie to its sender (DMARC fails) may
+    be forged: it takes effect only when an organiser confirms it."""
+    if w.reading.authentication == "fail" and w.reading.kind in ("registration", "cancellation"):
+        w.outcome.state = "review"
+        w.store.log(now=w.now, action="held_for_review", email=w.reading.sender,
+                    message=w.message["id"],
+                    reason=f"{w.reading.kind} from {w.reading.sender} failed sender authentication "
+                           "(DMARC/SPF/DKIM): possibly forged, nothing applied or answered")
+        w.note("held: sender not authenticated")
+        return True
+    return False
+
+
 def hold_large_lists(w: Work) -> bool:
     """One mail must not make us write to a crowd of strangers: a person decides first."""
     limit = w.settings.max_participants_per_mail
@@ -158,6 +172,7 @@ def flag_review(w: Work) -> bool:
 APPLY_STEPS: tuple[Callable[[Work], bool], ...] = (
     hold_oversized,
     skip_machines,
+    hold_unauthenticated,
     hold_large_lists,
     set_aside_other,
     apply_registration,
@@ -217,6 +232,7 @@ def understanding_options(settings: Settings) -> Options:
         own_message_id_domain=settings.smtp.message_id_domain,
         domain_organisations=organisations,
         max_participants=settings.max_participants_per_mail,
+        trusted_authserv_ids=settings.mailbox.trusted_authserv_ids,
     )
 
 

@@ -347,3 +347,51 @@ def test_passwords_never_reach_the_logs_or_the_database(dovecot, make_smtp_serve
         assert secret not in logs
         dump = "\n".join(sqlite3.connect(tmp_path / "state.sqlite").iterdump())
         assert secret not in dump
+
+
+# --- spoofed senders ----------------------------------------------------------------------------
+
+def with_auth_results(raw: bytes, result: str) -> bytes:
+    # The receiving server prepends its header; a forger's own header sits below it.
+    return (f"Authentication-Results: mx.vlaanderen.be; {result}\r\n"
+            "Authentication-Results: mx.vlaanderen.be; dmarc=pass header.from=x\r\n").encode() + raw
+
+
+def test_a_forged_cancellation_changes_nothing_and_waits_for_a_person(desk, smtp_server):
+    name, email, org = people(1)[0]
+    desk.arrive(with_auth_results(signup(name, email, org, date=START),
+                                  "spf=pass smtp.mailfrom=gemeente0.be; dkim=pass; dmarc=pass"))
+    desk.poll()
+    forged = plain_mail(name, email, "Afmelding",
+                        "Beste,\n\nIk moet mijn inschrijving helaas annuleren.\n\nGroeten\n")
+    desk.arrive(with_auth_results(forged, "spf=fail smtp.mailfrom=gemeente0.be; dkim=none; "
+                                          "dmarc=fail (p=quarantine) header.from=gemeente0.be"))
+    desk.poll()
+
+    assert desk.status()[email]["status"] == "confirmed"
+    assert len(smtp_server.messages) == 1                 # the forger got no answer either
+    [item] = organiser.review_items(desk.store)
+    assert any("vervalst" in r for r in item["reasons"])
+
+
+@pytest.mark.parametrize("headers, expected", [
+    (["mx; dmarc=fail header.from=a.be"], "fail"),
+    (["mx; spf=softfail; dkim=none"], "fail"),
+    (["mx; spf=fail; dkim=pass"], "pass"),
+    (["mx; compauth=fail reason=001"], "fail"),
+    (["mx; dmarc=pass"], "pass"),
+    (["mx; dmarc=pass", "mx; dmarc=fail"], "pass"),            # only the topmost counts
+    ([], "none"),
+])
+def test_authentication_results_are_read_from_our_own_server(headers, expected):
+    from processor.understand.authentication import verdict
+
+    assert verdict(headers).status == expected
+
+
+def test_only_trusted_authserv_ids_count_when_configured():
+    from processor.understand.authentication import verdict
+
+    forged_on_top = ["evil.example; dmarc=pass", "mx.vlaanderen.be; dmarc=fail"]
+    assert verdict(forged_on_top, frozenset({"mx.vlaanderen.be"})).status == "fail"
+    assert verdict(["evil.example; dmarc=pass"], frozenset({"mx.vlaanderen.be"})).status == "none"

@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 from .attachments import attachment_text
+from .authentication import verdict
 from .classify import build_context, classify
 from .extract import extract
 from .model import KINDS, Options, Participant, Reading
@@ -64,6 +65,10 @@ def _read(record: MailRecord, options: Options) -> Reading:
         reasons.append("Bericht was beschadigd: " + "; ".join(record.errors)[:200])
         needs_review = True
     excerpt_source = body.own.text or (body.forwarded[0].text if body.forwarded else "")
+    auth = verdict(record.headers.get("authentication-results", []), options.trusted_authserv_ids)
+    if auth.status == "fail" and decision.kind in ("registration", "cancellation"):
+        reasons.append(f"Afzender niet bevestigd: {auth.detail}; mogelijk vervalst")
+        needs_review = True
     return Reading(
         kind=decision.kind,
         sender=record.sender,
@@ -80,6 +85,7 @@ def _read(record: MailRecord, options: Options) -> Reading:
         replies_allowed=decision.replies_allowed and decision.kind in ("registration", "cancellation", "other"),
         is_reply_to_us=ctx.is_reply_to_us,
         substitutes=substitutes,
+        authentication=auth.status,
     )
 
 

@@ -26,6 +26,8 @@ class Options:
     own_message_id_domain: str | None = None
     domain_organisations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     max_participants: int = 10
+    # authserv-ids of our own receiving servers; empty: trust the topmost Authentication-Results.
+    trusted_authserv_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Reading:
     language: str | None = None
     # In a cancellation: the colleagues named to take the withdrawn people's places.
     substitutes: tuple[Participant, ...] = ()
+    # What the receiving server said of the sender (Authentication-Results): pass, fail or none.
+    authentication: str = "none"
 
     def contract(self) -> dict:
         return {
