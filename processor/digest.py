@@ -274,7 +274,9 @@ def contents(store: Store, settings: Settings, now: dt.datetime) -> dict:
             "replies_queued": sum(n for (p, _), n in outbox.items() if p == 0),
             "replies_sent": outbox.get((0, "sent"), 0),
             "replies_pending": outbox.get((0, "pending"), 0),
-            "reminders_sent": outbox.get((1, "sent"), 0),
+            # Counted when queued (the outbox id window), so each mail is counted exactly once
+            # even when it leaves after the digest; the states are those of this moment.
+            "reminders_queued": sum(n for (p, _), n in outbox.items() if p == 1),
         },
         "registrations": len(regs),
         "quiet_day": not changes and attention_count == 0,

@@ -423,3 +423,21 @@ def test_the_worker_sends_todays_digest_at_start_and_a_restarted_worker_not_agai
     err = run_worker_until(lambda: time.monotonic() - started > 4 and recorded_and_settled())
     assert "digest: digest for" not in err
     assert len(digests_sent(smtp_server)) == 1
+
+
+def test_reminders_caught_up_late_need_a_person(quiet_desk, smtp_server):
+    from processor import reminders
+
+    settings, path, store = quiet_desk
+    organiser.register(store, settings, name="Ann", email="ann@gent.be", organisation=None,
+                       now=dt.datetime(2018, 6, 1, 9, tzinfo=BXL))
+    run_digest(store, settings, path, dt.datetime(2018, 6, 2, 8, tzinfo=BXL))
+    # The 7-day reminder for session 1 was due Tuesday 19 June 10:00; the worker was back at 14:00.
+    reminders.queue_due(store, settings, dt.datetime(2018, 6, 19, 14, tzinfo=BXL))
+    result = run_digest(store, settings, path, dt.datetime(2018, 6, 20, 8, tzinfo=BXL))
+    assert result.data["attention"]["late_reminders"] == [
+        {"session": 1, "lead_days": 7, "due": "di 19 jun 10:00", "sent": "di 19 jun 14:00",
+         "participants": 1}]
+    assert result.data["quiet"]["reminders_queued"] == 1
+    text = digests_sent(smtp_server)[-1].get_body(("plain",)).get_content()
+    assert "sessie 1, 7 dag(en) vooraf: gepland di 19 jun 10:00, verstuurd di 19 jun 14:00" in text
