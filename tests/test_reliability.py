@@ -395,3 +395,15 @@ def test_only_trusted_authserv_ids_count_when_configured():
     forged_on_top = ["evil.example; dmarc=pass", "mx.vlaanderen.be; dmarc=fail"]
     assert verdict(forged_on_top, frozenset({"mx.vlaanderen.be"})).status == "fail"
     assert verdict(["evil.example; dmarc=pass"], frozenset({"mx.vlaanderen.be"})).status == "none"
+
+
+def test_a_mail_naming_a_crowd_mails_nobody_until_a_person_resolves_it(desk, smtp_server):
+    lines = "\n".join(f"- Collega{i} Achternaam{i} (collega{i}@stad.be)" for i in range(12))
+    desk.arrive(plain_mail("Chef Baas", "chef@stad.be", "Inschrijving team",
+                           f"Beste,\n\nIk schrijf deze collega's in voor het leernetwerk:\n{lines}\n\n"
+                           "Groeten,\nChef Baas\n"))
+    desk.poll()
+    assert smtp_server.messages == []
+    assert desk.store.conn.execute("SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
+    [item] = organiser.review_items(desk.store)
+    assert item["command"] == f"leernetwerk resolve {item['id']} --as registration"
