@@ -30,6 +30,9 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
         store = db.Store(db.connect(db_path))
         stopping = threading.Event()
         scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS)
+        # The scheduler keeps real time; --now only changes what the jobs decide. A first run
+        # set at a --now in the past would be dropped as years late.
+        started = dt.datetime.now(dt.timezone.utc)
 
         # One pacer for the worker's life: the relay's rate holds across polls.
         pacer = outbox.pacer_for(settings)
@@ -58,7 +61,7 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
                              daemon=True).start()
 
         scheduler.add_job(poll_job, "interval", seconds=settings.poll_interval_seconds,
-                          id="poll", replace_existing=True, next_run_time=clock.now())
+                          id="poll", replace_existing=True, next_run_time=started)
 
         def reminders_job():
             if stopping.is_set():
@@ -73,7 +76,7 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
         # On the minutes of the hour a send_time is likely to have, in the event's timezone
         # (the scheduler's); at start too, to catch up what fell due while the worker was down.
         scheduler.add_job(reminders_job, "cron", minute=f"*/{REMINDER_CHECK_MINUTES}",
-                          id="reminders", replace_existing=True, next_run_time=clock.now())
+                          id="reminders", replace_existing=True, next_run_time=started)
 
         def digest_job():
             if stopping.is_set():
@@ -89,7 +92,7 @@ def run(settings: Settings, db_path: str, clock: Clock) -> None:
         # At send_time in the event's timezone (the scheduler's), and at start: a worker that
         # was down at send_time sends today's digest as soon as it is back.
         scheduler.add_job(digest_job, "cron", hour=send.hour, minute=send.minute,
-                          id="digest", replace_existing=True, next_run_time=clock.now())
+                          id="digest", replace_existing=True, next_run_time=started)
 
         def stop(signum, _frame):
             log.info("signal %s: stopping after the current mail", signum)

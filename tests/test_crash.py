@@ -19,7 +19,7 @@ from tests.desk import PROJECT, signup
 from tests.test_desk import write_config
 
 START = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
-BACKLOG = 240
+BACKLOG = 400
 KILLS = 30
 
 
@@ -50,12 +50,12 @@ def test_killing_the_worker_anywhere_loses_nothing_and_sends_nothing_twice(
         worker = subprocess.Popen([sys.executable, "-m", "processor", "run", "-q", *args],
                                   cwd=PROJECT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.4, 2.0))
+        time.sleep(rnd.uniform(0.5, 1.4))
         if worker.poll() is None:
             worker.send_signal(signal.SIGKILL)
             kills += 1
         worker.wait(timeout=30)
-        if len(smtp_server.messages) >= BACKLOG:
+        if len(smtp_server.messages) >= BACKLOG:   # the organisers' digest may come on top
             break
     # Then it runs to the end, undisturbed.
     for _ in range(5):
@@ -83,7 +83,9 @@ def test_killing_the_worker_anywhere_loses_nothing_and_sends_nothing_twice(
     # the window between the server's 250 and our commit can cause.
     per_recipient = collections.defaultdict(set)
     copies = collections.Counter()
-    for m in smtp_server.messages:
+    participant_mail = [m for m in smtp_server.messages
+                        if not set(m.rcpt_tos) & {"duurzameontwikkeling@vlaanderen.be"}]
+    for m in participant_mail:
         per_recipient[m.rcpt_tos[0]].add(m.message["Message-ID"])
         copies[m.message["Message-ID"]] += 1
     assert set(per_recipient) == set(arrivals)

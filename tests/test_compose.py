@@ -1,0 +1,53 @@
+"""Rendering and building outgoing mail: Dutch dates, strict templates, headers built safely."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import shutil
+
+import jinja2
+import pytest
+
+from processor import compose
+from tests.desk import desk_settings
+
+NOW = dt.datetime(2018, 5, 20, 10, 0, tzinfo=dt.timezone.utc)
+
+
+def test_dutch_dates_and_hours():
+    settings = desk_settings()
+    first = settings.event.sessions[0]
+    assert compose.dutch_date(first.date) == "dinsdag 26 juni 2018"
+    assert compose.dutch_hours(first) == "14.00 – 17.00 uur"
+
+
+@pytest.mark.parametrize("name", ["Peeters, Jan", 'Jan "de Baas" Peeters', "Zoë D'Hondt-Çelik",
+                                  "Ann\r\nBcc: x@evil.example"])
+def test_names_are_encoded_and_parse_back(name):
+    settings = desk_settings()
+    rendered = compose.Rendered("Onderwerp met é", "tekst", "<p>tekst</p>")
+    msg = compose.build(settings, rendered, to=[(name, "jan@stad.be")], now=NOW,
+                        in_reply_to="<a@b>")
+    parsed = email.message_from_bytes(bytes(msg), policy=email.policy.default)
+    [to] = parsed["To"].addresses
+    assert to.addr_spec == "jan@stad.be"
+    assert to.display_name == compose.clean(name)
+    assert parsed["Bcc"] is None
+    assert parsed["Subject"] == "Onderwerp met é"
+    assert parsed["Auto-Submitted"] == "auto-replied"
+
+
+def test_an_undefined_template_variable_is_an_error_not_a_blank(tmp_path):
+    settings = desk_settings()
+    templates = tmp_path / "templates"
+    shutil.copytree(settings.templates_dir, templates)
+    text = (templates / "waitlist.txt").read_text()
+    (templates / "waitlist.txt").write_text(text.replace("{{ position }}", "{{ positon }}"))
+    broken = settings.__class__(**{**settings.__dict__, "templates_dir": templates})
+    context = compose.event_context(broken, NOW) | {
+        "person": {"name": "An", "email": "an@stad.be", "organisation": None},
+        "registered_by": None, "position": 2, "charter": False, "organisation_cap": 0}
+    with pytest.raises(jinja2.UndefinedError, match="positon"):
+        compose.render(broken, "waitlist", context)
