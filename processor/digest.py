@@ -40,6 +40,8 @@ CHANGE_LABELS = {
     "purged": "bewaartermijn voorbij, persoonsgegevens gewist",
     "session_changed": "sessie gewijzigd, deelnemers verwittigd",
     "session_cancelled": "sessie geannuleerd, deelnemers verwittigd",
+    # The per-address daily cap: the digest is the only place such a sender is still mentioned.
+    "reply_capped": "geen automatisch antwoord meer vandaag (daglimiet per adres bereikt)",
 }
 STATUS_LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
 MAIL_KINDS = {

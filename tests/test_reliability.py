@@ -407,3 +407,14 @@ def test_a_mail_naming_a_crowd_mails_nobody_until_a_person_resolves_it(desk, smt
     assert desk.store.conn.execute("SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
     [item] = organiser.review_items(desk.store)
     assert item["command"] == f"leernetwerk resolve {item['id']} --as registration"
+
+
+def test_a_capped_sender_is_mentioned_in_the_digest(desk, smtp_server):
+    from processor import digest
+
+    for _ in range(7):
+        desk.arrive(signup("Ann Peeters", "ann@stad.be", "Stad Gent", date=START))
+    desk.poll()
+    data = digest.contents(desk.store, desk.settings, NOW)
+    capped = [c for c in data["changes"] if c["action"] == "reply_capped"]
+    assert len(capped) == 2 and "ann@stad.be" in str(capped[0]["person"])
