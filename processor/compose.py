@@ -30,6 +30,8 @@ def clean(text: str | None) -> str:
     return _CONTROL.sub("", _LINE_BREAKS.sub(" ", text)).strip()
 
 
+# Every reply formats the same few session dates: babel took about 1 ms a mail (profile, issue 8).
+@lru_cache(maxsize=512)
 def dutch_date(day: dt.date) -> str:
     return format_date(day, "EEEE d MMMM y", locale="nl_BE")
 

@@ -63,10 +63,11 @@ class Pacer:
         return at
 
     def wait(self, deadline: float | None = None) -> bool:
-        """Sleep until the next send may start; False (without sleeping) if past the deadline."""
+        """Sleep until the next send may start; False (without sleeping) if that is past the
+        deadline. A mail that may go now always goes: the budget limits waiting, not sending."""
         now = self.clock()
         at = self.next_at()
-        if deadline is not None and max(at, now) > deadline:
+        if deadline is not None and at > now and at > deadline:
             return False
         if at > now:
             self.sleep(at - now)
