@@ -114,3 +114,30 @@ def test_confirmation_promotion_and_cancellation_mails_carry_the_files(tmp_path,
     assert icalendar.Calendar.from_ical(promoted["sessies.ics"])["METHOD"] == "PUBLISH"
     # What the files announced is recorded, so a later config change is noticed.
     assert sorted(desk.store.session_announcements()) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_real_calendar_client_imports_the_series_at_the_right_instants(settings, tmp_path):
+    """calcurse (Debian) reads the file as a person's calendar would: the six Tuesdays at 14:00
+    Brussels time, which is 12:00 UTC in summer and 13:00 UTC after the clock change."""
+    import shutil
+    import subprocess
+
+    calcurse = shutil.which("calcurse")
+    if calcurse is None:
+        pytest.fail("calcurse is needed for this test: scripts/test installs it (apt-get install calcurse)")
+    path = tmp_path / "series.ics"
+    path.write_bytes(ical.series(settings, BEFORE_SERIES, {}))
+    env = {"TZ": "UTC", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    imported = subprocess.run([calcurse, "-D", str(tmp_path / "cal"), "-q", "-i", str(path)],
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    listed = subprocess.run(
+        [calcurse, "-D", str(tmp_path / "cal"), "-Q", "--from", "05/01/2018", "--days", "300",
+         "--format-apt=%(start:%Y-%m-%dT%H:%M)|%(end:%H:%M)|%m\n"],
+        env=env, capture_output=True, text=True, timeout=60)
+    rows = [line.split("|") for line in listed.stdout.splitlines() if "|" in line]
+    expected = [(s.starts_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+                 s.ends_at.astimezone(UTC).strftime("%H:%M")) for s in settings.event.sessions]
+    assert [(start, end) for start, end, _ in rows] == expected
+    assert expected[0][0].endswith("12:00") and expected[-1][0].endswith("13:00")
+    assert all(f"sessie {s.number}" in row[2] for s, row in zip(settings.event.sessions, rows))
