@@ -15,6 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from processor import resources
 
 SECURITY_MODES = ("tls", "starttls", "none")
+AUTH_MODES = ("password", "oauth2")
+# Exchange Online takes the same client-credentials scope for IMAP and SMTP; kept per protocol
+# so that another provider with separate resources needs only a new default here.
+DEFAULT_OAUTH2_SCOPES = {
+    "mailbox": ("https://outlook.office365.com/.default",),
+    "smtp": ("https://outlook.office365.com/.default",),
+}
 
 
 class ConfigError(Exception):
@@ -60,6 +67,30 @@ class Event:
 
 
 @dataclass(frozen=True)
+class OAuth2:
+    """An app registration (client-credentials flow); the secret is read from the environment only
+    when a token is needed, and never kept in the settings."""
+
+    tenant_id: str
+    client_id: str
+    client_secret_env: str
+    authority: str
+    scopes: tuple[str, ...]
+    source: Path
+    ca_file: str = ""  # a CA bundle trusted instead of the system's (an inspecting proxy, tests)
+    timeout_seconds: float = 30.0
+
+    def client_secret(self) -> str:
+        value = os.environ.get(self.client_secret_env)
+        if not value:
+            raise ConfigError(
+                f"{self.source}: [oauth2] client_secret_env: the environment variable "
+                f"{self.client_secret_env} is not set"
+            )
+        return value
+
+
+@dataclass(frozen=True)
 class Server:
     """An IMAP or SMTP server; the password is read from the environment only when needed."""
 
@@ -72,6 +103,8 @@ class Server:
     timeout_seconds: float
     source: Path
     ca_file: str = ""  # extra trusted CA (an internal one); the system's store is always used
+    auth: str = "password"
+    oauth2: OAuth2 | None = None  # set when auth == "oauth2"
 
     def tls_context(self) -> ssl.SSLContext:
         # Certificate and host name checks stay on; only loopback may go without TLS.
@@ -239,7 +272,7 @@ def _ca_file(sec: _Section) -> str:
     return value
 
 
-def _server_fields(sec: _Section) -> dict:
+def _server_fields(sec: _Section, raw: dict | None = None) -> dict:
     host = sec.get("host", str)
     security = sec.get("security", str, choices=SECURITY_MODES)
     if security == "none" and not is_loopback(host):
@@ -255,6 +288,46 @@ def _server_fields(sec: _Section) -> dict:
         timeout_seconds=sec.get("timeout_seconds", float, 30.0),
         source=sec.source,
         ca_file=_ca_file(sec),
+        **_auth_fields(sec, raw or {}),
+    )
+
+
+def _auth_fields(sec: _Section, raw: dict) -> dict:
+    auth = sec.get("auth", str, "password", choices=AUTH_MODES)
+    if auth == "password":
+        return dict(auth=auth)
+    if not sec.get("username", str, ""):
+        sec.fail("username", 'is needed with auth = "oauth2": the mailbox the app signs in to')
+    if "oauth2" not in raw:
+        raise ConfigError(f'{sec.source}: [oauth2]: is missing; [{sec.name}] auth = "oauth2" needs it')
+    return dict(auth=auth, oauth2=_oauth2(_Section(sec.source, "oauth2", raw["oauth2"]), sec.name))
+
+
+def _oauth2(sec: _Section, protocol: str) -> OAuth2:
+    tenant = sec.get("tenant_id", str).strip()
+    client = sec.get("client_id", str).strip()
+    for key, value in (("tenant_id", tenant), ("client_id", client)):
+        if not value or any(c in value for c in "/?# "):
+            sec.fail(key, f"must be an id (a GUID, or the tenant's domain for tenant_id), not {value!r}")
+    secret_env = sec.get("client_secret_env", str)
+    if not secret_env.replace("_", "").isalnum():
+        # A pasted secret here would end up in the file and in every error message.
+        sec.fail("client_secret_env", "must be the NAME of an environment variable (letters, "
+                 "digits, _), never the secret itself")
+    authority = sec.get("authority", str, f"https://login.microsoftonline.com/{tenant}").rstrip("/")
+    if not authority.startswith("https://") or authority.count("/") < 3:
+        sec.fail("authority", f"must be an https URL with the tenant in its path, like "
+                 f"https://login.microsoftonline.com/{tenant}, not {authority!r}")
+    scopes = tuple(_strings(sec, "scopes")) or DEFAULT_OAUTH2_SCOPES[protocol]
+    return OAuth2(
+        tenant_id=tenant,
+        client_id=client,
+        client_secret_env=secret_env,
+        authority=authority,
+        scopes=scopes,
+        source=sec.source,
+        ca_file=_ca_file(sec),
+        timeout_seconds=sec.get("timeout_seconds", float, 30.0),
     )
 
 
@@ -385,7 +458,7 @@ def from_dict(raw: dict, source: Path) -> Settings:
 
     mb = _Section(source, "mailbox", raw.get("mailbox", {}))
     mailbox = Mailbox(
-        **_server_fields(mb),
+        **_server_fields(mb, raw),
         address=mb.get("address", str).lower(),
         folder=mb.get("folder", str, "INBOX"),
         processed_keyword=mb.get("processed_keyword", str, "$Processed"),
@@ -399,7 +472,7 @@ def from_dict(raw: dict, source: Path) -> Settings:
     sm = _Section(source, "smtp", raw.get("smtp", {}))
     from_address = sm.get("from_address", str).lower()
     smtp = Smtp(
-        **_server_fields(sm),
+        **_server_fields(sm, raw),
         from_address=from_address,
         from_name=sm.get("from_name", str, ""),
         message_id_domain=sm.get("message_id_domain", str, from_address.rpartition("@")[2]),

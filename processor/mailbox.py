@@ -17,6 +17,7 @@ from typing import Iterator
 
 from imapclient import IMAPClient
 
+from processor import oauth
 from processor.config import Mailbox as MailboxSettings
 from processor.db import WorkerLock
 
@@ -73,7 +74,12 @@ class Mailbox:
             self.client.normalise_times = False
             if s.security == "starttls":
                 self.client.starttls(s.tls_context())
-            self.client.login(s.username, s.password())
+            if s.auth == "oauth2":
+                # SASL XOAUTH2 (Exchange Online takes no passwords); imapclient redacts
+                # AUTHENTICATE in its debug log.
+                self.client.oauth2_login(s.username, oauth.token(s.oauth2))
+            else:
+                self.client.login(s.username, s.password())
             info = self.client.select_folder(s.folder)
         except MailboxError:
             raise

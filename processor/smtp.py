@@ -7,6 +7,7 @@ import smtplib
 import socket
 from dataclasses import dataclass
 
+from processor import oauth
 from processor.config import Smtp as SmtpSettings
 
 
@@ -57,15 +58,23 @@ class Connection:
                 # Raises SMTPNotSupportedError when the server does not offer STARTTLS.
                 self.smtp.starttls(context=context)
                 self.smtp.ehlo()
-            if s.username:
+            if s.auth == "oauth2":
+                self._xoauth2(s)
+            elif s.username:
                 self.smtp.login(s.username, s.password())
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, oauth.TokenError) as exc:
             self.close()
             raise SmtpUnavailable(f"SMTP {s.host}:{s.port}: {_describe(exc)}") from exc
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+    def _xoauth2(self, s: SmtpSettings) -> None:
+        initial = oauth.xoauth2(s.username, oauth.token(s.oauth2))
+        # After a refusal the server sends a 334 with an error report; RFC 7628 has the client
+        # answer it with an empty line (not the token again) to get the final 535.
+        self.smtp.auth("XOAUTH2", lambda challenge=None: initial if challenge is None else "")
 
     def close(self):
         if self.smtp is not None:

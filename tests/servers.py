@@ -601,7 +601,7 @@ class SmtpServer:
         last: Exception | None = None
         for _ in range(3):
             port = free_port(self.host)
-            controller = Controller(_RecordingHandler(self), hostname=self.host, port=port, **self._controller_kwargs)
+            controller = Controller(self._make_handler(), hostname=self.host, port=port, **self._controller_kwargs)
             try:
                 controller.start()
             except Exception as exc:  # most likely the port was taken between free_port() and bind
@@ -615,6 +615,10 @@ class SmtpServer:
             wait_for_port(self.host, port, deadline_s=10)
             return self
         raise ServerStartError(f"aiosmtpd did not start on {self.host}: {last!r}")
+
+    def _make_handler(self) -> _RecordingHandler:
+        """A subclass may return a handler with more hooks (an `auth_XOAUTH2` mechanism, say)."""
+        return _RecordingHandler(self)
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None
