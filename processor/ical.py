@@ -109,18 +109,35 @@ def series(settings: Settings, now: dt.datetime, sequences: dict[int, int],
            sessions: list[Session] | None = None) -> bytes:
     """METHOD:PUBLISH with the given sessions (default: every session still ahead)."""
     chosen = ahead(settings, now) if sessions is None else sessions
-    return _calendar(settings, "PUBLISH", [
-        _vevent(settings, s, sequences.get(s.number, 0), now, "CONFIRMED") for s in chosen
-    ])
+    return _file(settings, "PUBLISH", "CONFIRMED", now, sequences, chosen)
 
 
 def cancellation(settings: Settings, now: dt.datetime, sequences: dict[int, int],
                  sessions: list[Session] | None = None) -> bytes:
     """METHOD:CANCEL with the same UIDs, so that clients take the sessions out of the calendar."""
     chosen = ahead(settings, now) if sessions is None else sessions
-    return _calendar(settings, "CANCEL", [
-        _vevent(settings, s, sequences.get(s.number, 0), now, "CANCELLED") for s in chosen
-    ])
+    return _file(settings, "CANCEL", "CANCELLED", now, sequences, chosen)
+
+
+# Every confirmation in the same minute carries the same file: building it (VTIMEZONE included)
+# costs more than the rest of a reply, so a backlog reuses it. DTSTAMP is that minute.
+_FILES: dict[tuple, bytes] = {}
+_FILES_MAX = 64
+
+
+def _file(settings: Settings, method: str, status: str, now: dt.datetime,
+          sequences: dict[int, int], chosen: list[Session]) -> bytes:
+    stamp = now.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
+    key = (id(settings), method, stamp, tuple((s.number, sequences.get(s.number, 0),
+                                               fingerprint(settings, s)) for s in chosen))
+    data = _FILES.get(key)
+    if data is None:
+        if len(_FILES) >= _FILES_MAX:
+            _FILES.clear()
+        data = _FILES[key] = _calendar(settings, method, [
+            _vevent(settings, s, sequences.get(s.number, 0), stamp, status) for s in chosen
+        ])
+    return data
 
 
 # -- attachments of the replies (see registry.queue_reply) ----------------------------------------
