@@ -390,6 +390,7 @@ def write_oauth_config(tmp_path, dovecot, smtp, tokens, tls_cert):
     """The shipped config with the test servers and an [oauth2] table, as a file for the CLI."""
     text = (PROJECT / "config" / "leernetwerk.toml").read_text(encoding="utf-8")
     s = oauth_sections(dovecot, smtp, tokens, tls_cert)
+    text = text.replace('\nauth = "password"\n', "\n")
     replacements = {
         'host = "outlook.office365.com"\nport = 993\nsecurity = "tls"\n'
         'username = "duurzameontwikkeling@vlaanderen.be"\n'
