@@ -42,7 +42,7 @@ class TokenProvider:
         # at a time, so that they share one token instead of each fetching its own.
         self._lock = threading.Lock()
 
-    def __repr__(self) -> str:  # the default would show nothing secret either; said explicitly
+    def __repr__(self) -> str:  # names the registration; the secret stays out of any repr
         s = self.settings
         return f"<TokenProvider tenant={s.tenant_id} client={s.client_id}>"
 
