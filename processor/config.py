@@ -107,8 +107,12 @@ class Server:
     oauth2: OAuth2 | None = None  # set when auth == "oauth2"
 
     def tls_context(self) -> ssl.SSLContext:
-        # Certificate and host name checks stay on; only loopback may go without TLS.
-        return ssl.create_default_context(cafile=self.ca_file or None)
+        # Certificate and host name checks stay on; only loopback may go without TLS. The extra
+        # CA is added to the system's store, so public certificates keep working beside it.
+        context = ssl.create_default_context()
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
+        return context
 
     def password(self) -> str:
         if not self.password_env:
