@@ -126,19 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, time=True)
     p.set_defaults(db=None)
     p.add_argument("--count", type=int, default=25, help="number of sample signups (default 25)")
+
+    from processor import cli_production
+    cli_production.add_parsers(sub, _common)
+    # Every command speaks the same logging options, so that the service and a cron job can ask
+    # for JSON lines whatever they run.
+    for command in sub.choices.values():
+        if "--verbose" not in command._option_string_actions:
+            command.add_argument("-v", "--verbose", action="store_true", help="more log lines")
+            command.add_argument("-q", "--quiet", action="store_true",
+                                 help="only warnings and errors")
+        command.add_argument("--log-format", choices=("text", "json"), default="text",
+                             help="log lines for a person (text, the default) or JSON lines for "
+                                  "a log collector (json)")
     return parser
 
 
 def _setup_logging(args) -> None:
-    level = logging.INFO
-    if getattr(args, "verbose", False):
-        level = logging.DEBUG
-    elif getattr(args, "quiet", False):
-        level = logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd (the demo's SMTP server) logs every SMTP command at INFO.
-    logging.getLogger("mail.log").setLevel(max(level, logging.WARNING))
+    from processor import logs, progress
+
+    fmt = getattr(args, "log_format", "text")
+    progress.json_logs = fmt == "json"  # a progress bar would break a stream of JSON lines
+    logs.setup(logs.level_of(getattr(args, "verbose", False), getattr(args, "quiet", False)), fmt)
 
 
 def _clock(args, settings) -> Clock:
@@ -185,7 +194,10 @@ def cmd_poll(args, settings) -> int:
     clock = _clock(args, settings)
     with db.WorkerLock(args.db), worker_lock(settings.mailbox):
         store = Store(db.connect(args.db))
-        report = pipeline.poll(store, settings, clock)
+        from processor.progress import Progress
+
+        with Progress("applying") as bar:  # a backlog of mail can take minutes
+            report = pipeline.poll(store, settings, clock, progress=bar.update)
     if args.json:
         print(json.dumps(report.__dict__ | {"flush": report.flush.__dict__ if report.flush else None}))
     else:
@@ -209,6 +221,9 @@ def cmd_backup(args, settings) -> int:
 def cmd_run(args, settings) -> int:
     from processor import worker
 
+    from processor.cli_production import check_templates_or_exit
+
+    check_templates_or_exit(settings)
     worker.run(settings, args.db, _clock(args, settings))
     return 0
 
@@ -378,8 +393,17 @@ def cmd_export(args, settings) -> int:
     return 0
 
 
+def _production(name: str, args, settings) -> int:
+    from processor import cli_production
+
+    return cli_production.COMMANDS[name](args, settings)
+
+
 COMMANDS = {"remind": cmd_remind, "poll": cmd_poll, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
             "backup": cmd_backup, "digest": cmd_digest,
+            "preview": lambda a, s: _production("preview", a, s),
+            "reprocess": lambda a, s: _production("reprocess", a, s),
+            "health": lambda a, s: _production("health", a, s),
             "export": cmd_export, "review": cmd_review, "history": cmd_history,
             **{name: _organiser_command for name in
                ("register", "cancel", "promote", "resolve", "retry", "forget", "purge")}}
@@ -391,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "parse":
             return cmd_parse(args)
+        if args.command == "check-config":
+            from processor.cli_production import cmd_check_config
+            return cmd_check_config(args)
         settings = config_module.load(args.config)
         return COMMANDS[args.command](args, settings)
     except config_module.ConfigError as exc:

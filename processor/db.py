@@ -222,6 +222,25 @@ MIGRATIONS += (
     ),
 )
 
+# Issue 9: `leernetwerk health` reads when the worker last reached the mailbox and the relay.
+MIGRATIONS += (
+    (
+        7,
+        "worker health: the last poll and send, for monitoring",
+        """
+        -- One row per job ('poll': mailbox fetch and apply; 'send': the relay), overwritten each
+        -- cycle: monitoring asks how long ago the last success was, not for a history.
+        CREATE TABLE worker_health (
+            job              TEXT PRIMARY KEY,
+            last_attempt_at  TEXT NOT NULL,
+            last_success_at  TEXT,
+            last_error       TEXT,
+            failures         INTEGER NOT NULL DEFAULT 0   -- in a row, since the last success
+        );
+        """,
+    ),
+)
+
 
 class AlreadyRunning(Exception):
     """Another worker holds the database."""
@@ -425,6 +444,9 @@ class Store:
             "SELECT id FROM messages WHERE state = 'new' ORDER BY arrived_at, uid, id LIMIT ?",
             (limit,),
         )]
+
+    def new_message_count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM messages WHERE state = 'new'").fetchone()[0]
 
     def message(self, message_id: int) -> sqlite3.Row:
         return self.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -857,3 +879,65 @@ class Store:
             f" announced_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_number) {conflict}",
             (session_number, fingerprint, sequence, int(cancelled), iso(now)),
         )
+
+    # -- health (issue 9) ------------------------------------------------------------------
+    def record_health(self, job: str, *, ok: bool, error: str | None, now: dt.datetime):
+        self.conn.execute(
+            "INSERT INTO worker_health (job, last_attempt_at, last_success_at, last_error, failures)"
+            " VALUES (?, ?, CASE WHEN ? THEN ? END, ?, CASE WHEN ? THEN 0 ELSE 1 END)"
+            " ON CONFLICT (job) DO UPDATE SET last_attempt_at = excluded.last_attempt_at,"
+            " last_success_at = COALESCE(excluded.last_success_at, last_success_at),"
+            " last_error = excluded.last_error,"
+            " failures = CASE WHEN ? THEN 0 ELSE failures + 1 END",
+            (job, iso(now), ok, iso(now), error, ok, ok),
+        )
+
+    def worker_health(self) -> dict[str, sqlite3.Row]:
+        return {r["job"]: r for r in self.conn.execute("SELECT * FROM worker_health")}
+
+    def outbox_backlog(self) -> tuple[int, str | None]:
+        """Mails waiting to leave (retries included), and when the oldest of them was queued."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'").fetchone()
+        return row[0], row[1]
+
+    def failed_mail_since(self, since: dt.datetime) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND created_at >= ?"
+            " AND last_error IS NOT 'erased on request'", (iso(since),)).fetchone()[0]
+
+    def message_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT state, COUNT(*) FROM messages GROUP BY state")}
+
+    # -- reprocess (issue 9) ---------------------------------------------------------------
+    def stored_messages(self, ids: list[int] | None = None, *,
+                        states: tuple[str, ...] = ()) -> list[sqlite3.Row]:
+        """Mails by id, or by state, in arrival order (the order seats are given in)."""
+        where, params = [], []
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids)) or 'NULL'})")
+            params += ids
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params += states
+        return self.conn.execute(
+            "SELECT * FROM messages" + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY arrived_at, uid, id", params).fetchall()
+
+    def answered_by(self, message_id: int) -> set[str]:
+        """Every address a mail caused a reply to (To and Cc): never a second one for it."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT j.value FROM outbox o JOIN json_each(o.recipients) j"
+            " WHERE o.source_message = ?", (message_id,))}
+
+    def registrations_from(self, message_id: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM registrations WHERE message_id = ? ORDER BY id", (message_id,)
+        ).fetchall()
+
+    def set_reading(self, message_id: int, *, state: str, kind: str | None, reading_json: str,
+                    now: dt.datetime):
+        self.conn.execute(
+            "UPDATE messages SET state = ?, kind = ?, reading = ?, error = NULL, processed_at = ?"
+            " WHERE id = ?", (state, kind, reading_json, iso(now), message_id))

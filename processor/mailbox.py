@@ -149,6 +149,19 @@ class Mailbox:
         except Exception as exc:
             raise MailboxError(f"IMAP marking failed: {_describe(exc)}") from exc
 
+    def folder_exists(self, name: str) -> bool:
+        """For `check-config`: a folder the worker reads or moves mail to."""
+        try:
+            return bool(self.client.folder_exists(name))
+        except Exception as exc:
+            raise MailboxError(f"IMAP LIST failed: {_describe(exc)}") from exc
+
+    def create_folder(self, name: str) -> None:
+        try:
+            self.client.create_folder(name)
+        except Exception as exc:
+            raise MailboxError(f"IMAP CREATE {name!r} failed: {_describe(exc)}") from exc
+
 
 class Watcher(Mailbox):
     """A second IMAP session that only waits in IDLE and tells when new mail arrived.

@@ -337,8 +337,12 @@ def apply_one(store: Store, settings: Settings, options: Options, message_id: in
 
 
 def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollReport,
-                  should_stop: Callable[[], bool] = lambda: False) -> None:
+                  should_stop: Callable[[], bool] = lambda: False,
+                  progress: Callable[[int, int], None] | None = None) -> None:
     options = understanding_options(settings)
+    # A backlog (first start, a long outage) can take minutes: a person at a terminal sees how far.
+    total = store.new_message_count() if progress else 0
+    done = 0
     while not should_stop():
         ids = store.new_message_ids(limit=200)
         if not ids:
@@ -347,6 +351,9 @@ def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollRe
             if should_stop():
                 return
             state = apply_one(store, settings, options, message_id, clock.now())
+            if progress:
+                done += 1
+                progress(done, max(total, done))
             if state == "quarantined":
                 report.quarantined += 1
             elif state != "skipped":
@@ -366,7 +373,8 @@ def mark_on_server(mailbox: Mailbox, store: Store, settings: Settings) -> int:
 def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mailbox,
          connect_smtp=None, should_stop: Callable[[], bool] = lambda: False,
          pacer: outbox.Pacer | None = None,
-         send_budget_seconds: float | None = -1) -> PollReport:
+         send_budget_seconds: float | None = -1,
+         progress: Callable[[int, int], None] | None = None) -> PollReport:
     """One cycle. A mailbox that is down does not stop the mail already stored from being
     applied and answered; it is tried again at the next poll."""
     report = PollReport()
@@ -374,13 +382,13 @@ def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mail
         try:
             with mailbox_factory(settings.mailbox) as mailbox:
                 fetch(mailbox, store, settings, clock, report)
-                apply_pending(store, settings, clock, report, should_stop)
+                apply_pending(store, settings, clock, report, should_stop, progress)
                 # Marked only after the apply step committed, never before.
                 report.marked = mark_on_server(mailbox, store, settings)
         except MailboxError as exc:
             report.mailbox_error = str(exc)
             log.warning("mailbox unavailable: %s", exc)
-            apply_pending(store, settings, clock, report, should_stop)
+            apply_pending(store, settings, clock, report, should_stop, progress)
         flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
         # Sending at the relay's pace may take long: by default it yields after one poll
         # interval, so that new mail is fetched and queued in its place meanwhile.
@@ -392,4 +400,19 @@ def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mail
         report.database_error = str(exc)
         log.error("database unavailable; nothing was half applied, retrying at the next poll: %s",
                   exc)
+    record_health(store, report, clock.now())
     return report
+
+
+def record_health(store: Store, report: PollReport, now: dt.datetime) -> None:
+    """What `leernetwerk health` reads: did this cycle reach the mailbox and the relay."""
+    try:
+        with store.transaction():
+            store.record_health("poll", ok=not (report.mailbox_error or report.database_error),
+                                error=report.mailbox_error or report.database_error, now=now)
+            if report.flush is not None:
+                store.record_health("send", ok=not report.flush.unavailable,
+                                    error=report.flush.unavailable, now=now)
+    except sqlite3.Error as exc:
+        # The database that failed the poll may fail here too; the poll's own report says so.
+        log.warning("could not record the poll's health: %s", exc)
