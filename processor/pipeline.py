@@ -34,78 +34,67 @@ class Work:
     now: dt.datetime
     outcome: registry.Outcome = field(default_factory=registry.Outcome)
 
-    def note(self, text: str) -> None:
-        self.outcome.notes.append(text)
+    def log(self, action: str, reason: str, email: str | None = None) -> None:
+        self.store.log(now=self.now, action=action, email=email or self.reading.sender,
+                       message=self.message["id"], reason=reason)
+
+    def set_aside(self, action: str, reason: str, note: str) -> bool:
+        """The mail waits for an organiser (review), with the reason in the event log."""
+        self.log(action, reason)
+        self.outcome.review(note)
+        return True
 
 
 def hold_oversized(w: Work) -> bool:
     """A mail over the size limit was kept as headers only: a person reads it in the mailbox."""
-    if w.message["truncated"]:
-        limit = w.settings.mailbox.max_message_bytes
-        w.outcome.state = "review"
-        w.store.log(now=w.now, action="held_for_review", email=w.reading.sender,
-                    message=w.message["id"],
-                    reason=f"mail of {w.message['size']:,} bytes is over the limit of {limit:,}: "
-                           "not downloaded whole; read it in the mailbox")
-        w.note("held: too large")
-        return True
-    return False
+    if not w.message["truncated"]:
+        return False
+    return w.set_aside(
+        "held_for_review", f"mail of {w.message['size']:,} bytes is over the limit of "
+        f"{w.settings.mailbox.max_message_bytes:,}: not downloaded whole; read it in the mailbox",
+        "held: too large")
 
 
 def skip_machines(w: Work) -> bool:
     """Bounces, auto-replies, lists and robots are recorded and never answered (no mail loops)."""
-    if w.reading.kind in ("bounce", "auto_reply") or not w.reading.replies_allowed:
-        detail = ""
-        if w.reading.bounced_recipients:
-            detail = ": " + ", ".join(w.reading.bounced_recipients)
-        w.store.log(now=w.now, action=f"received_{w.reading.kind}", email=w.reading.sender,
-                    message=w.message["id"],
-                    reason=f"{w.reading.kind} from {w.reading.sender or 'no sender'}{detail}; "
-                           "never answered automatically")
-        w.note(f"{w.reading.kind}: not answered")
-        return True
-    return False
+    if w.reading.kind not in ("bounce", "auto_reply") and w.reading.replies_allowed:
+        return False
+    detail = ": " + ", ".join(w.reading.bounced_recipients) if w.reading.bounced_recipients else ""
+    w.log(f"received_{w.reading.kind}", f"{w.reading.kind} from {w.reading.sender or 'no sender'}"
+          f"{detail}; never answered automatically")
+    w.outcome.notes.append(f"{w.reading.kind}: not answered")
+    return True
 
 
 def hold_unauthenticated(w: Work) -> bool:
     """A signup or cancellation our mail server could not tie to its sender (DMARC fails) may
     be forged: it takes effect only when an organiser confirms it."""
-    if w.reading.authentication == "fail" and w.reading.kind in ("registration", "cancellation"):
-        w.outcome.state = "review"
-        w.store.log(now=w.now, action="held_for_review", email=w.reading.sender,
-                    message=w.message["id"],
-                    reason=f"{w.reading.kind} from {w.reading.sender} failed sender authentication "
-                           "(DMARC/SPF/DKIM): possibly forged, nothing applied or answered")
-        w.note("held: sender not authenticated")
-        return True
-    return False
+    if w.reading.authentication != "fail" or w.reading.kind not in ("registration", "cancellation"):
+        return False
+    return w.set_aside(
+        "held_for_review", f"{w.reading.kind} from {w.reading.sender} failed sender "
+        "authentication (DMARC/SPF/DKIM): possibly forged, nothing applied or answered",
+        "held: sender not authenticated")
 
 
 def hold_large_lists(w: Work) -> bool:
     """One mail must not make us write to a crowd of strangers: a person decides first."""
     limit = w.settings.max_participants_per_mail
-    if len(w.reading.participants) > limit:
-        w.outcome.state = "review"
-        w.store.log(now=w.now, action="held_for_review", email=w.reading.sender,
-                    message=w.message["id"],
-                    reason=f"{len(w.reading.participants)} participants in one mail, more than "
-                           f"the {limit} allowed; nothing applied until an organiser resolves it")
-        w.note("held: too many participants")
-        return True
-    return False
+    if len(w.reading.participants) <= limit:
+        return False
+    return w.set_aside(
+        "held_for_review", f"{len(w.reading.participants)} participants in one mail, more than "
+        f"the {limit} allowed; nothing applied until an organiser resolves it",
+        "held: too many participants")
 
 
 def set_aside_other(w: Work) -> bool:
     """Questions, thanks and anything unclear go to the organisers, unanswered."""
-    if w.reading.kind == "other":
-        w.outcome.state = "review"
-        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
-                    message=w.message["id"],
-                    reason="not a signup or cancellation: "
-                           + ("; ".join(w.reading.reasons) or "for an organiser to read"))
-        w.note("other: set aside for review")
-        return True
-    return False
+    if w.reading.kind != "other":
+        return False
+    return w.set_aside(
+        "needs_review", "not a signup or cancellation: "
+        + ("; ".join(w.reading.reasons) or "for an organiser to read"), "other: set aside")
 
 
 def apply_registration(w: Work) -> bool:
@@ -114,17 +103,12 @@ def apply_registration(w: Work) -> bool:
     origin = registry.origin_of(w.message, w.reading)
     for index, person in enumerate(w.reading.participants):
         if not person.email:
-            w.outcome.state = "review"
-            w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
-                        message=w.message["id"],
-                        reason=f"{person.name or 'a participant'} was named without a mail "
-                               "address; an organiser must add them")
+            w.set_aside("needs_review", f"{person.name or 'a participant'} was named without a "
+                        "mail address; an organiser must add them", "participant without address")
             continue
         registry.register(w.store, w.settings, person, index, origin, w.now, w.outcome)
     if not w.reading.participants:
-        w.outcome.state = "review"
-        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
-                    message=w.message["id"], reason="a signup in which no participant was found")
+        w.set_aside("needs_review", "a signup in which no participant was found", "no participant")
     return True
 
 
@@ -134,9 +118,7 @@ def apply_cancellation(w: Work) -> bool:
     origin = registry.origin_of(w.message, w.reading)
     targets = registry.cancellation_targets(w.store, w.reading.sender, w.reading.participants)
     for problem in targets.problems:
-        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
-                    message=w.message["id"], reason=problem)
-        w.outcome.review(problem)
+        w.set_aside("needs_review", problem, problem)
     substitutes = [p for p in w.reading.substitutes if p.email]
     if w.reading.substitutes:
         if (len(targets.found) == 1 and len(substitutes) == 1 and not targets.unknown
@@ -144,12 +126,10 @@ def apply_cancellation(w: Work) -> bool:
                                         origin, w.now, w.outcome)):
             return True
         # A substitute the rules do not cover: nothing changes until an organiser decides.
-        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
-                    message=w.message["id"],
-                    reason="a substitute was named, but not one the rules allow to take over "
-                           f"(policy {w.settings.registration.substitutes}): an organiser decides")
-        w.outcome.review("substitute needs an organiser")
-        return True
+        return w.set_aside(
+            "needs_review", "a substitute was named, but not one the rules allow to take over "
+            f"(policy {w.settings.registration.substitutes}): an organiser decides",
+            "substitute needs an organiser")
     for row in targets.found:
         registry.cancel(w.store, w.settings, row, origin, w.now, w.outcome,
                         reason=f"cancellation by mail from {w.reading.sender} "
@@ -162,9 +142,7 @@ def apply_cancellation(w: Work) -> bool:
 def flag_review(w: Work) -> bool:
     """Applied, but an organiser should still look (private address, question, …)."""
     if w.reading.needs_review and w.outcome.state == "processed":
-        w.outcome.state = "review"
-        w.store.log(now=w.now, action="needs_review", email=w.reading.sender,
-                    message=w.message["id"], reason="; ".join(w.reading.reasons) or "flagged")
+        w.set_aside("needs_review", "; ".join(w.reading.reasons) or "flagged", "flagged")
     return False
 
 
