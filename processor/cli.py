@@ -257,13 +257,16 @@ def cmd_remind(args, settings) -> int:
             if not data["reminders"] and not data["updates"]:
                 print("nothing due")
         return 0
-    with db.WorkerLock(args.db):
-        store = Store(db.connect(args.db))
-        report = reminders.queue_due(store, settings, now)
-        flushed = outbox.flush(store, settings, now)
+    # Queuing is exactly-once through the database; sending is left to a running worker.
+    store = Store(db.connect(args.db))
+    report = reminders.queue_due(store, settings, now)
+    flushed = outbox.flush_unless_worker(store, settings, now, args.db)
     if args.json:
-        print(json.dumps({"queued": report.plan.as_data(), "flush": flushed.__dict__},
+        print(json.dumps({"queued": report.plan.as_data(),
+                          "flush": flushed.__dict__ if flushed else None},
                          ensure_ascii=False, indent=2))
+    elif flushed is None:
+        print(f"{report.summary()}; the running worker sends them")
     else:
         print(f"{report.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
               f"{flushed.failed} failed")
@@ -285,13 +288,15 @@ def cmd_digest(args, settings) -> int:
             print(f"Onderwerp: {rendered.subject}\n")
             print(rendered.text)
         return 0
-    with db.WorkerLock(args.db):
-        store = Store(db.connect(args.db))
-        result = digest.queue(store, settings, now)
-        flushed = outbox.flush(store, settings, now)
+    store = Store(db.connect(args.db))
+    result = digest.queue(store, settings, now)
+    flushed = outbox.flush_unless_worker(store, settings, now, args.db)
     if args.json:
         print(json.dumps({"day": result.day, "state": result.state, "outbox_id": result.outbox_id,
-                          "flush": flushed.__dict__}, ensure_ascii=False, indent=2))
+                          "flush": flushed.__dict__ if flushed else None},
+                         ensure_ascii=False, indent=2))
+    elif flushed is None:
+        print(f"{result.summary()}; the running worker sends it")
     else:
         print(f"{result.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
               f"{flushed.failed} failed")
@@ -337,16 +342,24 @@ def _organiser_command(args, settings) -> int:
         return 1
     sent = None
     if result.replies and not args.dry_run:
-        sent = outbox.flush(store, settings, now)
+        sent = outbox.flush_unless_worker(store, settings, now, args.db)
     if args.json:
         print(json.dumps({"dry_run": result.dry_run, "events": result.events,
                           "replies": result.replies, "sent": sent.sent if sent else 0},
                          ensure_ascii=False, indent=2))
     else:
         print(result.as_text())
-        if sent and sent.unavailable:
-            print(f"SMTP unavailable ({sent.unavailable}); the worker sends the mails later.")
+        _say_sent(result.replies and not args.dry_run, sent)
     return 0
+
+
+def _say_sent(queued: bool, sent) -> None:
+    if not queued:
+        return
+    if sent is None:
+        print("The running worker sends the queued mail(s).")
+    elif sent.unavailable:
+        print(f"SMTP unavailable ({sent.unavailable}); the worker sends the mails later.")
 
 
 def cmd_review(args, settings) -> int:

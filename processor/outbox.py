@@ -12,7 +12,7 @@ from typing import Callable
 
 from processor import smtp
 from processor.config import Settings
-from processor.db import Store
+from processor.db import AlreadyRunning, Store, WorkerLock
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +165,15 @@ def _record(store: Store, settings: Settings, row, result: smtp.Result, now: dt.
             delay = retry_delay(row["attempts"] + 1, settings.max_retry_delay_seconds)
             store.mark_retry(row["id"], result.detail, now + delay)
             report.retried += 1
+
+
+def flush_unless_worker(store: Store, settings: Settings, now: dt.datetime,
+                        db_path) -> FlushReport | None:
+    """Send now what a command queued, unless a worker runs: then the worker sends it. Two
+    flushes at once could both send a row before either marks it sent."""
+    try:
+        with WorkerLock(db_path):
+            return flush(store, settings, now)
+    except AlreadyRunning:
+        return None
+

@@ -343,3 +343,22 @@ def test_the_worker_and_a_cancel_command_racing_end_with_the_right_counts(doveco
     waiting = [r for r in data["registrations"] if r["status"] == "waitlisted"]
     assert [r["position"] for r in waiting] == [1, 2]
     assert [r["email"] for r in waiting] == [persons[23][1], persons[24][1]]
+
+
+def test_a_command_leaves_sending_to_a_running_worker(desk):
+    """Two flushes at once could both send a row: while a worker holds the database, an
+    organiser's command only queues."""
+    sign_up(desk, people(21))
+    before = len(desk.smtp.messages)
+    with db.WorkerLock(desk.path):
+        result = subprocess.run(
+            [sys.executable, "-m", "processor", "cancel", people(21)[0][1], "--db", str(desk.path),
+             "--config", str(PROJECT / "config" / "leernetwerk.toml"), "--now", NOW.isoformat()],
+            cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "The running worker sends" in result.stdout
+    assert len(desk.smtp.messages) == before
+    pending = desk.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+    assert pending.fetchone()[0] == 2                 # the cancellation and the promotion
+    desk.poll()
+    assert len(desk.smtp.messages) == before + 2
