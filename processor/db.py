@@ -18,6 +18,14 @@ BUSY_TIMEOUT_MS = 10_000
 # Never edit one that has shipped: add the next number.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
+        8,
+        "outbox by the mail it answers",
+        """
+        -- The review list asks, per mail, whether it was already answered.
+        CREATE INDEX outbox_by_source ON outbox (source_message);
+        """,
+    ),
+    (
         1,
         "registry, messages, outbox and event log",
         """
@@ -632,6 +640,11 @@ class Store:
     def set_message_state(self, message_id: int, state: str, now: dt.datetime):
         self.conn.execute("UPDATE messages SET state = ?, processed_at = ? WHERE id = ?",
                           (state, iso(now), message_id))
+
+    def message_was_answered(self, message_id: int) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM outbox WHERE source_message = ? LIMIT 1", (message_id,)
+        ).fetchone() is not None
 
     def messages_needing_a_person(self) -> list[sqlite3.Row]:
         return self.conn.execute(

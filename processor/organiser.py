@@ -135,6 +135,9 @@ def resolve(store: Store, settings: Settings, *, message_id: int, as_kind: str,
     def change(outcome: registry.Outcome) -> None:
         if as_kind == "registration":
             for index, p in enumerate(people):
+                existing = store.live_registration(p.email)
+                if existing is not None and existing["message_id"] == message_id:
+                    continue  # this mail already registered them (and they had their answer)
                 registry.register(store, settings, p, index, origin, now, outcome)
         elif as_kind == "cancellation":
             for p in people:
@@ -218,6 +221,9 @@ def review_items(store: Store) -> list[dict]:
             why.append(f"fout bij verwerken: {row['error']}")
         if row["state"] == "quarantined":
             command = f"leernetwerk retry {row['id']}"
+        elif store.message_was_answered(row["id"]):
+            # Applied already and flagged for a look: settling it must not answer twice.
+            command = f"leernetwerk resolve {row['id']} --as nothing"
         elif reading.kind == "cancellation":
             command = f"leernetwerk resolve {row['id']} --as cancellation"
         elif reading.kind == "registration":

@@ -362,3 +362,18 @@ def test_a_command_leaves_sending_to_a_running_worker(desk):
     assert pending.fetchone()[0] == 2                 # the cancellation and the promotion
     desk.poll()
     assert len(desk.smtp.messages) == before + 2
+
+
+def test_settling_a_flagged_signup_that_was_applied_answers_nobody_twice(desk):
+    # A private address: registered and answered, and flagged for an organiser to look at.
+    desk.arrive(signup("Ann Peeters", "ann.peeters@gmail.com", "Stad Gent", date=START))
+    desk.poll()
+    assert len(desk.mails_to("ann.peeters@gmail.com")) == 1
+    [item] = organiser.review_items(desk.store)
+    assert item["command"] == f"leernetwerk resolve {item['id']} --as nothing"
+    # Even the other choice does not register or answer her a second time.
+    result = organiser.resolve(desk.store, desk.settings, message_id=item["id"],
+                               as_kind="registration", person=None, now=NOW)
+    assert [e["action"] for e in result.events] == ["resolved"]
+    desk.poll()
+    assert len(desk.mails_to("ann.peeters@gmail.com")) == 1
