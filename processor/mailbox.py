@@ -40,6 +40,23 @@ def worker_lock(settings: MailboxSettings) -> WorkerLock:
                            f"{settings.folder}")
 
 
+MARK_CHUNK = 1000
+
+
+def uid_set(uids: list[int]) -> str:
+    """Sorted UIDs as an IMAP sequence set of ranges: [1, 2, 3, 7] → "1:3,7"."""
+    parts, ordered = [], sorted(set(uids))
+    first = prev = ordered[0]
+    for uid in ordered[1:] + [None]:
+        if uid is not None and uid == prev + 1:
+            prev = uid
+            continue
+        parts.append(f"{first}:{prev}" if prev != first else str(first))
+        if uid is not None:
+            first = prev = uid
+    return ",".join(parts)
+
+
 class MailboxError(Exception):
     """The mailbox could not be reached or refused an operation; the poll is retried later."""
 
@@ -138,14 +155,21 @@ class Mailbox:
         if not uids:
             return
         s = self.settings
+        can_move = bool(s.move_to) and self.client.has_capability("MOVE")
+        if s.move_to and not can_move:
+            # COPY + EXPUNGE would delete: without MOVE the mail stays where it is.
+            log.warning("the server has no MOVE; handled mail stays in %s", s.folder)
         try:
-            self.client.add_flags(uids, [b"\\Seen", s.processed_keyword.encode()])
-            if s.move_to:
-                if self.client.has_capability("MOVE"):
-                    self.client.move(uids, s.move_to)
-                else:
-                    # COPY + EXPUNGE would delete: without MOVE the mail stays where it is.
-                    log.warning("the server has no MOVE; handled mail stays in %s", s.folder)
+            # Servers cap a command's length (Dovecot refuses 20,000 UIDs in one STORE):
+            # chunks, each written as ranges ("1:500,502").
+            for start in range(0, len(uids), MARK_CHUNK):
+                chunk = uid_set(uids[start:start + MARK_CHUNK])
+                # .SILENT: no FETCH echo of thousands of flags (imapclient would also try to
+                # read the range string back as single UIDs).
+                self.client.add_flags(chunk, [b"\\Seen", s.processed_keyword.encode()],
+                                      silent=True)
+                if can_move:
+                    self.client.move(chunk, s.move_to)
         except Exception as exc:
             raise MailboxError(f"IMAP marking failed: {_describe(exc)}") from exc
 

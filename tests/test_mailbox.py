@@ -167,3 +167,45 @@ def test_a_mailbox_that_is_down_still_lets_stored_mail_be_answered(desk, dovecot
 
     assert report.mailbox_error and report.applied == 1 and report.flush.sent == 1
     assert smtp_server.messages[0].rcpt_tos == ("an@stad.be",)
+
+
+def test_marking_thousands_of_mails_stays_within_the_servers_command_length(desk, dovecot):
+    settings, _ = desk
+    client = dovecot.client(timeout=60)
+    for i in range(2500):
+        client.append("INBOX", f"Subject: m{i}\r\n\r\nx\r\n".encode(), msg_time=START)
+    client.logout()
+    with Mailbox(settings.mailbox) as mailbox:
+        uids = mailbox.new_uids(0)
+        mailbox.mark_processed([u for u in uids if u != 1234])   # one gap: two ranges
+    flags = dovecot.flags_of()
+    assert sum(b"$Processed" in f for f in flags.values()) == 2499
+    assert b"$Processed" not in flags[1234]
+
+
+def test_uid_sets_are_written_as_ranges():
+    from processor.mailbox import uid_set
+
+    assert uid_set([7, 1, 2, 3]) == "1:3,7"
+    assert uid_set([5]) == "5"
+    assert uid_set([9, 1, 2, 4, 5, 6, 10, 10]) == "1:2,4:6,9:10"
+
+
+def test_handled_mail_can_be_moved_to_a_folder_and_is_never_deleted(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    settings = desk_settings(dovecot, smtp_server, monkeypatch, mailbox={"move_to": "Verwerkt"})
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    client = dovecot.client()
+    client.create_folder("Verwerkt")
+    client.logout()
+    for i in range(3):
+        dovecot.append(signup(f"P{i} Test", f"p{i}@stad.be", "Stad Gent", date=START),
+                       START + dt.timedelta(minutes=i))
+    pipeline.poll(store, settings, NOW)
+    assert dovecot.flags_of("INBOX") == {}
+    moved = dovecot.flags_of("Verwerkt")
+    assert len(moved) == 3 and all({b"\\Seen", b"$Processed"} <= f for f in moved.values())
+    assert len(smtp_server.messages) == 3
+    # The next poll finds nothing new and sends nothing.
+    assert pipeline.poll(store, settings, NOW).fetched == 0
+    assert len(smtp_server.messages) == 3
