@@ -260,13 +260,12 @@ def cmd_remind(args, settings) -> int:
     # Queuing is exactly-once through the database; sending is left to a running worker.
     store = Store(db.connect(args.db))
     report = reminders.queue_due(store, settings, now)
-    flushed = outbox.flush_unless_worker(store, settings, now, args.db)
+    flushed = outbox.flush(store, settings, now)
     if args.json:
-        print(json.dumps({"queued": report.plan.as_data(),
-                          "flush": flushed.__dict__ if flushed else None},
+        print(json.dumps({"queued": report.plan.as_data(), "flush": flushed.__dict__},
                          ensure_ascii=False, indent=2))
-    elif flushed is None:
-        print(f"{report.summary()}; the running worker sends them")
+    elif flushed.busy:
+        print(f"{report.summary()}; the worker is sending and sends them")
     else:
         print(f"{report.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
               f"{flushed.failed} failed")
@@ -290,13 +289,12 @@ def cmd_digest(args, settings) -> int:
         return 0
     store = Store(db.connect(args.db))
     result = digest.queue(store, settings, now)
-    flushed = outbox.flush_unless_worker(store, settings, now, args.db)
+    flushed = outbox.flush(store, settings, now)
     if args.json:
         print(json.dumps({"day": result.day, "state": result.state, "outbox_id": result.outbox_id,
-                          "flush": flushed.__dict__ if flushed else None},
-                         ensure_ascii=False, indent=2))
-    elif flushed is None:
-        print(f"{result.summary()}; the running worker sends it")
+                          "flush": flushed.__dict__}, ensure_ascii=False, indent=2))
+    elif flushed.busy:
+        print(f"{result.summary()}; the worker is sending and sends it")
     else:
         print(f"{result.summary()}; {flushed.sent} sent, {flushed.retried} to retry, "
               f"{flushed.failed} failed")
@@ -342,7 +340,7 @@ def _organiser_command(args, settings) -> int:
         return 1
     sent = None
     if result.replies and not args.dry_run:
-        sent = outbox.flush_unless_worker(store, settings, now, args.db)
+        sent = outbox.flush(store, settings, now)
     if args.json:
         print(json.dumps({"dry_run": result.dry_run, "events": result.events,
                           "replies": result.replies, "sent": sent.sent if sent else 0},
@@ -356,8 +354,9 @@ def _organiser_command(args, settings) -> int:
 def _say_sent(queued: bool, sent) -> None:
     if not queued:
         return
-    if sent is None:
-        print("The running worker sends the queued mail(s).")
+    if sent.busy:
+        print("The worker is sending right now; it sends these mail(s) too, at the latest at "
+              "its next poll.")
     elif sent.unavailable:
         print(f"SMTP unavailable ({sent.unavailable}); the worker sends the mails later.")
 

@@ -193,10 +193,10 @@ def cmd_reprocess(args, settings) -> int:
               + (f", {applied} applied, {replies} mail(s) queued" if args.apply
                  else " (--dry-run: nothing changed; --apply to choose what to apply)"))
     if replies:
-        sent = outbox.flush_unless_worker(store, settings, now, args.db)
+        sent = outbox.flush(store, settings, now)
         if not args.json:
-            if sent is None:
-                print("the running worker sends the queued mails")
+            if sent.busy:
+                print("the worker is sending right now and sends the queued mails")
             else:
                 print(f"{sent.sent} sent" + (f"; SMTP unavailable ({sent.unavailable}), the "
                                              "worker sends them later" if sent.unavailable else ""))

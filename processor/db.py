@@ -406,6 +406,11 @@ class Store:
     def transaction(self):
         return transaction(self.conn)
 
+    @property
+    def path(self) -> str:
+        """The database file, for the locks that sit beside it."""
+        return self.conn.execute("PRAGMA database_list").fetchone()[2]
+
     # -- mailbox position -------------------------------------------------------------------
     def mailbox_position(self, folder: str) -> tuple[int, int] | None:
         row = self.conn.execute(

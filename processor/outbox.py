@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from processor import smtp
@@ -33,6 +34,7 @@ class FlushReport:
     failed: int = 0
     throttled: int = 0
     unavailable: str | None = None
+    busy: bool = False          # another process was sending; it sends these too
 
 
 class Pacer:
@@ -114,6 +116,23 @@ def flush(store: Store, settings: Settings, now: dt.datetime, *, limit: int | No
     at the relay's first throttling answer (the rest waits for the pacer's back-off).
     """
     report = FlushReport()
+    # One sender at a time (the worker, or an organiser's command): two flushes at once could
+    # both send a row before either marks it sent. Whoever holds the lock sends what is due.
+    lock = WorkerLock("", path=Path(store.path + ".send.lock"), what="the outbox")
+    try:
+        lock.acquire()
+    except AlreadyRunning:
+        report.busy = True
+        return report
+    try:
+        return _flush(store, settings, now, report, limit=limit, connect=connect, pacer=pacer,
+                      budget_seconds=budget_seconds)
+    finally:
+        lock.release()
+
+
+def _flush(store: Store, settings: Settings, now: dt.datetime, report: FlushReport, *,
+           limit, connect, pacer, budget_seconds) -> FlushReport:
     pacer = pacer or pacer_for(settings)
     deadline = None if budget_seconds is None else pacer.clock() + budget_seconds
     rows = store.due_mail(now, PAGE if limit is None else min(PAGE, limit))
@@ -165,15 +184,3 @@ def _record(store: Store, settings: Settings, row, result: smtp.Result, now: dt.
             delay = retry_delay(row["attempts"] + 1, settings.max_retry_delay_seconds)
             store.mark_retry(row["id"], result.detail, now + delay)
             report.retried += 1
-
-
-def flush_unless_worker(store: Store, settings: Settings, now: dt.datetime,
-                        db_path) -> FlushReport | None:
-    """Send now what a command queued, unless a worker runs: then the worker sends it. Two
-    flushes at once could both send a row before either marks it sent."""
-    try:
-        with WorkerLock(db_path):
-            return flush(store, settings, now)
-    except AlreadyRunning:
-        return None
-

@@ -345,19 +345,23 @@ def test_the_worker_and_a_cancel_command_racing_end_with_the_right_counts(doveco
     assert [r["email"] for r in waiting] == [persons[23][1], persons[24][1]]
 
 
-def test_a_command_leaves_sending_to_a_running_worker(desk):
-    """Two flushes at once could both send a row: while a worker holds the database, an
-    organiser's command only queues."""
+def test_only_one_process_sends_at_a_time(desk):
+    """Two flushes at once could both send a row: while the worker is sending, an organiser's
+    command only queues, and the worker sends it."""
+    from pathlib import Path
+
     sign_up(desk, people(21))
     before = len(desk.smtp.messages)
-    with db.WorkerLock(desk.path):
+    sending = db.WorkerLock("", path=Path(str(desk.path) + ".send.lock"), what="the outbox")
+    with sending:
         result = subprocess.run(
             [sys.executable, "-m", "processor", "cancel", people(21)[0][1], "--db", str(desk.path),
              "--config", str(PROJECT / "config" / "leernetwerk.toml"), "--now", NOW.isoformat()],
             cwd=PROJECT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "The running worker sends" in result.stdout
-    assert len(desk.smtp.messages) == before
+        assert result.returncode == 0, result.stderr
+        assert "The worker is sending right now" in result.stdout
+        assert len(desk.smtp.messages) == before
+        assert desk.poll().flush.busy                  # a second sender backs off too
     pending = desk.store.conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
     assert pending.fetchone()[0] == 2                 # the cancellation and the promotion
     desk.poll()
