@@ -484,11 +484,6 @@ class Store:
             "UPDATE messages SET marked_on_server = 1 WHERE id = ?", [(i,) for i in ids]
         )
 
-    def is_our_message_id(self, message_id: str) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)
-        ).fetchone() is not None
-
     # -- registrations ----------------------------------------------------------------------
     def live_registration(self, email: str) -> sqlite3.Row | None:
         return self.conn.execute(
@@ -524,12 +519,6 @@ class Store:
              registered_by, source, substitute_for, iso(now), iso(now)),
         )
         return cur.lastrowid
-
-    def confirmed_in_org(self, org_key: str) -> int:
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM registrations WHERE status = 'confirmed' AND org_key = ?",
-            (org_key,),
-        ).fetchone()[0]
 
     def set_wait_reason(self, registration_id: int, reason: str | None):
         self.conn.execute("UPDATE registrations SET wait_reason = ? WHERE id = ?",
@@ -724,11 +713,6 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (iso(now), actor, action, email, registration_id, message, reason),
         )
-
-    def events_for(self, email: str) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT * FROM events WHERE email = ? ORDER BY id", (email,)
-        ).fetchall()
 
     # -- digest -----------------------------------------------------------------------------
     # A digest covers the events with last_event_id < id <= the high-water mark read in its own
