@@ -390,12 +390,7 @@ def _charter(source: Path, file_name: str) -> tuple[CharterSignatory, ...]:
     if not file_name:
         return ()
     path = source.parent / file_name
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: [registration] charter_file: no such file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _read_toml(path, f"{source}: [registration] charter_file: no such file: {path}")
     items = raw.get("signatory", [])
     if not isinstance(items, list):
         raise ConfigError(f"{path}: [[signatory]]: must be a list of tables")
@@ -446,14 +441,19 @@ def _non_negative(sec: _Section, key: str, default: int = 0) -> int:
     return value
 
 
+def _read_toml(path: Path, missing: str) -> dict:
+    """A TOML file, or a ConfigError that names it (`missing` says which key pointed at it)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(missing) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load(path: str | os.PathLike | None = None) -> Settings:
     source = Path(path) if path else resources.default_config()
-    try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: the config file does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    raw = _read_toml(source, f"{source}: the config file does not exist")
     return from_dict(raw, source)
 
 

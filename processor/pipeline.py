@@ -256,10 +256,11 @@ def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock,
         nonlocal stored
         with store.transaction():
             for mail in batch:
+                message_id = _message_id_header(mail.raw)
                 if store.add_message(
-                    identity=identity_of(_message_id_header(mail.raw), mail.raw), folder=folder,
+                    identity=identity_of(message_id, mail.raw), folder=folder,
                     uidvalidity=mail.uidvalidity, uid=mail.uid,
-                    message_id=_message_id_header(mail.raw), arrived_at=mail.arrived_at,
+                    message_id=message_id, arrived_at=mail.arrived_at,
                     first_seen_at=clock.now(), raw=mail.raw, size=mail.size,
                     truncated=mail.truncated,
                 ):
