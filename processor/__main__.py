@@ -4,4 +4,6 @@ import sys
 
 from processor.cli import main
 
-sys.exit(main())
+# Guarded: a helper process (spawn) imports this module again and must not run the command.
+if __name__ == "__main__":
+    sys.exit(main())

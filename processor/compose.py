@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from dataclasses import dataclass
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,53 @@ def dutch_date(day: dt.date) -> str:
 
 def dutch_hours(session: Session) -> str:
     return f"{session.start:%H.%M} – {session.end:%H.%M} uur"
+
+
+class _ReusedHeaders(HeaderRegistry):
+    """Parses each distinct header once: From, Auto-Submitted, Content-Type … are the same in
+    every reply, and parsing them again was a fifth of a backlog's time (profile, issue 8).
+    Header objects are immutable, so sharing them changes nothing in the mail."""
+
+    def __init__(self):
+        super().__init__()
+        self._parsed = lru_cache(maxsize=1024)(super().__call__)
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name):
+        # The stdlib builds a new class for every header it parses; one per name is the same.
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+    def __call__(self, name, value):
+        if type(value) is str:  # Address lists are not hashable, and differ per reply anyway
+            return self._parsed(name, value)
+        return super().__call__(name, value)
+
+
+class _ReplyPolicy(EmailPolicy):
+    """email.policy.SMTP, folding each distinct header once (the same reuse, when writing)."""
+
+    _folded: dict = {}
+    # Different in every mail: folding them once would only fill the memo.
+    _unique = frozenset({"to", "cc", "date", "message-id", "in-reply-to", "references"})
+
+    def _fold(self, name, value, refold_binary=False):
+        if (not hasattr(value, "name") or name.lower() in self._unique or "boundary=" in value
+                or len(self._folded) > 1024):
+            return super()._fold(name, value, refold_binary)
+        key = (name, str(value), type(value).__mro__[1], refold_binary)
+        folded = self._folded.get(key)
+        if folded is None:
+            folded = self._folded[key] = super()._fold(name, value, refold_binary)
+        return folded
+
+
+POLICY = _ReplyPolicy(**{attr: getattr(SMTP, attr) for attr in (
+    "max_line_length", "linesep", "cte_type", "raise_on_defect", "mangle_from_",
+    "message_factory", "utf8", "refold_source")}, header_factory=_ReusedHeaders())
 
 
 @dataclass(frozen=True)
@@ -113,13 +161,23 @@ def address(name: str | None, email: str) -> Address:
     return Address(display_name=clean(name), username=username, domain=domain)
 
 
+@lru_cache(maxsize=8)
+def _from_header(name: str | None, email: str):
+    """The same From in every mail: parsed once (header objects are immutable)."""
+    return POLICY.header_factory("From", address(name, email))
+
+
+def _boundary() -> str:
+    return "=_leernetwerk_" + secrets.token_hex(16)
+
+
 def build(settings: Settings, rendered: Rendered, *, to: list[tuple[str | None, str]],
           cc: list[tuple[str | None, str]] = (), in_reply_to: str | None = None,
           references: tuple[str, ...] = (), auto_submitted: str = "reply",
           now: dt.datetime, message_id: str | None = None,
           attachments: list[tuple[str, str, str, bytes]] = ()) -> EmailMessage:
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = address(settings.smtp.from_name, settings.smtp.from_address)
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = _from_header(settings.smtp.from_name, settings.smtp.from_address)
     msg["To"] = [address(n, e) for n, e in to]
     if cc:
         msg["Cc"] = [address(n, e) for n, e in cc]
@@ -133,7 +191,13 @@ def build(settings: Settings, rendered: Rendered, *, to: list[tuple[str | None, 
     # Ask Exchange not to answer us with its own automatic replies (no mail loops).
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(rendered.text)
+    # Our own boundaries: the generator's default compiles a new regex per mail to check its
+    # random one against the text. "=_" never occurs in quoted-printable, and 128 random bits
+    # never by chance in an 8-bit part.
+    msg.make_alternative(boundary=_boundary())
     msg.add_alternative(rendered.html, subtype="html")
+    if attachments:
+        msg.make_mixed(boundary=_boundary())
     for filename, maintype, subtype, data in attachments:
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg

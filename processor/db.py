@@ -249,6 +249,40 @@ MIGRATIONS += (
     ),
 )
 
+# Issue 8: telling a new person their place must not count the whole waiting list. SQLite has no
+# O(1) COUNT, so triggers keep the list's length; a newcomer's place is that length minus the few
+# who arrived after them (none, for mail handled in arrival order).
+MIGRATIONS += (
+    (
+        9,
+        "the waiting list's length, kept by triggers",
+        """
+        CREATE TABLE waitlist_size (
+            one      INTEGER PRIMARY KEY CHECK (one = 1),
+            waiting  INTEGER NOT NULL
+        );
+        INSERT INTO waitlist_size (one, waiting)
+            VALUES (1, (SELECT COUNT(*) FROM registrations WHERE status = 'waitlisted'));
+        CREATE TRIGGER waitlist_size_insert AFTER INSERT ON registrations
+            WHEN new.status = 'waitlisted'
+        BEGIN
+            UPDATE waitlist_size SET waiting = waiting + 1;
+        END;
+        CREATE TRIGGER waitlist_size_delete AFTER DELETE ON registrations
+            WHEN old.status = 'waitlisted'
+        BEGIN
+            UPDATE waitlist_size SET waiting = waiting - 1;
+        END;
+        CREATE TRIGGER waitlist_size_update AFTER UPDATE OF status ON registrations
+            WHEN (old.status = 'waitlisted') != (new.status = 'waitlisted')
+        BEGIN
+            UPDATE waitlist_size
+                SET waiting = waiting + (new.status = 'waitlisted') - (old.status = 'waitlisted');
+        END;
+        """,
+    ),
+)
+
 
 class AlreadyRunning(Exception):
     """Another worker holds the database."""
@@ -525,10 +559,12 @@ class Store:
                           (reason, registration_id))
 
     def waitlist_position(self, registration_id: int) -> int | None:
+        # Length minus those behind: the newest person (the usual question) costs one index seek.
         row = self.conn.execute(
-            "SELECT r.status, (SELECT COUNT(*) FROM registrations o WHERE o.status = 'waitlisted'"
+            "SELECT r.status, (SELECT waiting FROM waitlist_size)"
+            " - (SELECT COUNT(*) FROM registrations o WHERE o.status = 'waitlisted'"
             "   AND (o.arrived_at, o.arrival_uid, o.arrival_index, o.id)"
-            "     <= (r.arrived_at, r.arrival_uid, r.arrival_index, r.id))"
+            "     > (r.arrived_at, r.arrival_uid, r.arrival_index, r.id))"
             " FROM registrations r WHERE r.id = ?",
             (registration_id,),
         ).fetchone()

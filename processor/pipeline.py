@@ -12,15 +12,19 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from processor import outbox, registry
+from processor import outbox, readahead, registry
 from processor.clock import Clock
 from processor.config import Settings
 from processor.db import Store
 from processor.mailbox import Mailbox, MailboxError
+from processor.readahead import Reader, Unreadable
 from processor.understand import load_domain_organisations, understand
 from processor.understand.model import Options, Reading
 
 log = logging.getLogger(__name__)
+
+# Mails taken from the store per query when applying: a backlog is streamed, never loaded whole.
+PAGE = 200
 
 
 # --- applying one mail: small named steps, in order; the first that returns True ends it ----------
@@ -180,6 +184,7 @@ class PollReport:
     applied: int = 0
     quarantined: int = 0
     marked: int = 0
+    read_ahead: int = 0        # of the applied, how many a helper process understood
     mailbox_error: str | None = None
     database_error: str | None = None
     flush: outbox.FlushReport | None = None
@@ -287,13 +292,18 @@ def _reading_json(reading: Reading) -> str:
 
 
 def apply_one(store: Store, settings: Settings, options: Options, message_id: int,
-              now: dt.datetime) -> str:
-    """Understand and apply one stored mail in one transaction; on any error, quarantine it."""
-    message = store.message(message_id)
+              now: dt.datetime, reading: Reading | Unreadable | None = None) -> str:
+    """Understand (unless read ahead) and apply one stored mail in one transaction; on any
+    error, quarantine it."""
     try:
-        reading = understand(message["raw"], options)
+        if reading is None:
+            reading = understand(store.message(message_id)["raw"], options)
+        elif isinstance(reading, Unreadable):
+            log.error("mail %s set aside (quarantined): %s", message_id, reading.error)
+            return _set_aside(store, message_id, reading.error, now)
         with store.transaction():
-            if store.message(message_id)["state"] != "new":
+            message = store.message(message_id)
+            if message["state"] != "new":
                 return "skipped"  # another process applied it meanwhile
             outcome = apply_reading(Work(store, settings, message, reading, now))
             store.finish_message(message_id, state=outcome.state, kind=reading.kind,
@@ -307,36 +317,44 @@ def apply_one(store: Store, settings: Settings, options: Options, message_id: in
     except Exception as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()
         log.exception("mail %s set aside (quarantined): %s", message_id, error)
-        with store.transaction():
-            store.finish_message(message_id, state="quarantined", kind=None, reading_json=None,
-                                 error=error, now=now)
-            store.log(now=now, action="quarantined", message=message_id,
-                      reason=f"could not be understood or applied: {error}; the raw mail is kept")
-        return "quarantined"
+        return _set_aside(store, message_id, error, now)
+
+
+def _set_aside(store: Store, message_id: int, error: str, now: dt.datetime) -> str:
+    with store.transaction():
+        store.finish_message(message_id, state="quarantined", kind=None, reading_json=None,
+                             error=error, now=now)
+        store.log(now=now, action="quarantined", message=message_id,
+                  reason=f"could not be understood or applied: {error}; the raw mail is kept")
+    return "quarantined"
 
 
 def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollReport,
                   should_stop: Callable[[], bool] = lambda: False,
                   progress: Callable[[int, int], None] | None = None) -> None:
     options = understanding_options(settings)
-    # A backlog (first start, a long outage) can take minutes: a person at a terminal sees how far.
-    total = store.new_message_count() if progress else 0
+    # A backlog (first start, a long outage) can take minutes: a person at a terminal sees how
+    # far, and a helper process understands the mail ahead while this one applies it.
+    total = store.new_message_count()
     done = 0
-    while not should_stop():
-        ids = store.new_message_ids(limit=200)
-        if not ids:
-            return
-        for message_id in ids:
-            if should_stop():
-                return
-            state = apply_one(store, settings, options, message_id, clock.now())
-            if progress:
-                done += 1
-                progress(done, max(total, done))
-            if state == "quarantined":
-                report.quarantined += 1
-            elif state != "skipped":
-                report.applied += 1
+    with Reader(options, lambda i: store.message(i)["raw"],
+                helper=total >= readahead.MIN_BACKLOG) as reader:
+        while not should_stop():
+            ids = store.new_message_ids(limit=PAGE)
+            if not ids:
+                break
+            for message_id, reading in reader.readings(ids):
+                if should_stop():
+                    break
+                state = apply_one(store, settings, options, message_id, clock.now(), reading)
+                if progress:
+                    done += 1
+                    progress(done, max(total, done))
+                if state == "quarantined":
+                    report.quarantined += 1
+                elif state != "skipped":
+                    report.applied += 1
+        report.read_ahead += reader.by_helper
 
 
 def mark_on_server(mailbox: Mailbox, store: Store, settings: Settings) -> int:

@@ -51,3 +51,28 @@ def test_an_undefined_template_variable_is_an_error_not_a_blank(tmp_path):
         "registered_by": None, "position": 2, "charter": False, "organisation_cap": 0}
     with pytest.raises(jinja2.UndefinedError, match="positon"):
         compose.render(broken, "waitlist", context)
+
+
+def test_reusing_parsed_headers_builds_the_same_bytes_as_plain_policy_smtp(monkeypatch):
+    settings = desk_settings()
+    rendered = compose.Rendered("Bevestiging — je plaats in het Leernetwerk SDG is zeker",
+                                "Beste Zoë,\n\nWelkom.\n" * 40, "<p>Beste Zoë,</p>" * 40)
+
+    def build_all():
+        out = []
+        for i in range(3):  # the second and third builds reuse what the first parsed
+            msg = compose.build(
+                settings, rendered, to=[(f"Zoë D'Hondt {i}", f"zoe.{i}@stad.be")],
+                cc=[("Peeters, Jan", "jan@stad.be")], in_reply_to="<vraag@stad.be>",
+                references=("<eerder@stad.be>",), now=NOW, message_id=f"<antwoord.{i}@x.be>",
+                attachments=[("leernetwerk.ics", "text", "calendar", b"BEGIN:VCALENDAR\r\n")])
+            for part in msg.walk():
+                if part.is_multipart():
+                    part.set_boundary(f"grens-{i}")
+            out.append(bytes(msg))
+        return out
+
+    reused = build_all()
+    monkeypatch.setattr(compose, "POLICY", email.policy.SMTP)
+    assert reused == build_all()
+    assert len(set(reused)) == 3

@@ -9,7 +9,8 @@ from tests.desk import desk_settings, signup
 from tests.test_desk import NOW, START, people
 
 # Tables whose size does not grow with the mail: one row per folder, session or day.
-SMALL_TABLES = {"mailbox_state", "session_announcements", "schema_migrations", "digests"}
+SMALL_TABLES = {"mailbox_state", "session_announcements", "schema_migrations", "digests",
+                "waitlist_size"}
 
 
 def _shape(sql: str) -> str:

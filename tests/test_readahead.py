@@ -1,0 +1,133 @@
+"""A backlog understood ahead in a helper process: the same registry and replies as reading each
+mail in the worker, in the same order; a helper that dies or fails loses nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from processor import db, pipeline, readahead
+from processor.clock import Clock
+from processor.readahead import Reader, Unreadable
+from processor.understand import understand
+from tests.desk import desk_settings, signup
+
+DATA = Path(__file__).parent / "data"
+T0 = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2018, 5, 20, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def backlog() -> list[bytes]:
+    """Our fixtures (bounces, out-of-office, cancellations, a broken mail) among 30 signups."""
+    mails = [signup(f"Deelnemer {chr(65 + i % 26)}{i}", f"deelnemer.{i}@gemeente{i % 7}.be",
+                    "Gemeente Proef", date=T0) for i in range(30)]
+    fixtures = sorted(DATA.glob("*.eml"))
+    for i, path in enumerate(fixtures):
+        mails.insert((i * 7) % len(mails), path.read_bytes())
+    return mails
+
+
+def applied(path: Path, mails: list[bytes], settings) -> tuple[pipeline.PollReport, dict]:
+    store = db.Store(db.connect(path))
+    with store.transaction():
+        for uid, raw in enumerate(mails, start=1):
+            store.add_message(identity=f"m{uid}", folder="INBOX", uidvalidity=1, uid=uid,
+                              message_id=None, arrived_at=T0 + dt.timedelta(minutes=uid),
+                              first_seen_at=NOW, raw=raw)
+    report = pipeline.PollReport()
+    pipeline.apply_pending(store, settings, Clock(NOW), report)
+    q = store.conn.execute
+    seen = {
+        "messages": q("SELECT uid, state, kind, error FROM messages ORDER BY uid").fetchall(),
+        "registrations": q("SELECT email, name, status, arrival_uid, arrival_index FROM"
+                           " registrations ORDER BY id").fetchall(),
+        "positions": [store.waitlist_position(r[0]) for r in
+                      q("SELECT id FROM registrations ORDER BY id").fetchall()],
+        "outbox": q("SELECT kind, recipients, order_key FROM outbox ORDER BY id").fetchall(),
+        "events": q("SELECT action, email, reason FROM events ORDER BY id").fetchall(),
+    }
+    store.conn.close()
+    return report, {k: [tuple(r) if not isinstance(r, (int, type(None))) else r for r in v]
+                    for k, v in seen.items()}
+
+
+def test_reading_ahead_in_a_helper_decides_and_answers_exactly_as_reading_here(
+        tmp_path, monkeypatch):
+    settings = desk_settings()
+    mails = backlog()
+    monkeypatch.setattr(readahead, "MIN_BACKLOG", 10 ** 9)
+    here, expected = applied(tmp_path / "here.sqlite", mails, settings)
+    monkeypatch.setattr(readahead, "MIN_BACKLOG", 1)
+    monkeypatch.setattr(readahead, "CHUNK_MAILS", 4)
+    monkeypatch.setattr(pipeline, "PAGE", 25)  # several pages: reading ahead restarts on each
+    ahead, got = applied(tmp_path / "ahead.sqlite", mails, settings)
+
+    assert here.read_ahead == 0
+    # The helper needs a moment to start; the worker reads the first mails itself meanwhile.
+    assert 0 < ahead.read_ahead <= len(mails)
+    assert (ahead.applied, ahead.quarantined) == (here.applied, here.quarantined)
+    assert here.applied + here.quarantined == len(mails)
+    assert got == expected
+    assert sum(1 for r in got["registrations"] if r[2] == "confirmed") == 20
+    assert any(p for p in got["positions"])
+
+
+def test_a_helper_that_dies_leaves_the_rest_to_the_worker(monkeypatch):
+    mails = {i: raw for i, raw in enumerate(backlog(), start=1)}
+    options = pipeline.understanding_options(desk_settings())
+    monkeypatch.setattr(readahead, "CHUNK_MAILS", 3)
+    results = {}
+    killed_after = None
+    with Reader(options, mails.__getitem__, helper=True) as reader:
+        reader.warm.result(timeout=60)
+        for message_id, reading in reader.readings(list(mails)):
+            results[message_id] = reading
+            if killed_after is None and reader.by_helper:
+                killed_after = len(results)
+                for pid in list(reader.pool._processes):
+                    os.kill(pid, signal.SIGKILL)
+        assert reader.pool is None  # noticed, and the rest was read in this process
+    assert killed_after is not None and killed_after < len(mails) - 10
+    assert list(results) == list(mails)
+    for message_id, reading in results.items():
+        expected = understand(mails[message_id], options)
+        assert reading is None or reading == expected, message_id
+
+
+def test_a_mail_the_helper_could_not_understand_is_set_aside_with_the_reason(tmp_path):
+    settings = desk_settings()
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    with store.transaction():
+        store.add_message(identity="m1", folder="INBOX", uidvalidity=1, uid=1, message_id=None,
+                          arrived_at=T0, first_seen_at=NOW, raw=b"Subject: x\r\n\r\nbody")
+    options = pipeline.understanding_options(settings)
+    state = pipeline.apply_one(store, settings, options, 1, NOW,
+                               Unreadable("ValueError: a header the parser chokes on"))
+    assert state == "quarantined"
+    row = store.message(1)
+    assert (row["state"], row["error"]) == ("quarantined",
+                                            "ValueError: a header the parser chokes on")
+    [event] = store.conn.execute("SELECT action, reason FROM events").fetchall()
+    assert event["action"] == "quarantined" and "the raw mail is kept" in event["reason"]
+    assert store.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_read_one_turns_an_exception_into_the_reason_instead_of_raising(monkeypatch):
+    def broken(raw, options):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(readahead, "understand", broken)
+    got = readahead.read_one(b"x", None)
+    assert isinstance(got, Unreadable)
+    assert got.error.startswith("UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff")
+
+
+@pytest.mark.parametrize("size", [readahead.CHUNK_BYTES + 1])
+def test_chunks_are_bounded_by_bytes_so_large_mails_are_not_all_held_at_once(size):
+    raws = {i: b"x" * size for i in range(5)}
+    reader = Reader(None, raws.__getitem__, helper=False)
+    assert [len(ids) for ids, _ in reader._chunks(list(raws))] == [1, 1, 1, 1, 1]
