@@ -50,11 +50,13 @@ def raw_limit(dovecot, smtp, n: int, batch_size: int) -> tuple[float, float]:
     return imap.seconds, send.seconds
 
 
-def run_child(raw: dict, db: Path, profile: str | None) -> tuple[float, float, dict]:
+def run_child(raw: dict, db: Path, profile: str | None,
+              phases: bool = False) -> tuple[float, float, dict]:
     """One poll in a child process; returns (seconds, peak RSS in MiB, its report)."""
     # pickle, not JSON: the TOML settings hold dates and times.
     spec = Path(db).with_suffix(".pickle")
-    spec.write_bytes(pickle.dumps({"raw": raw, "db": str(db), "profile": profile}))
+    spec.write_bytes(pickle.dumps({"raw": raw, "db": str(db), "profile": profile,
+                                   "phases": phases}))
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(spec)],
                             stdout=subprocess.PIPE, env=os.environ.copy())
@@ -73,6 +75,8 @@ def child(spec_path: str) -> None:
     from processor.clock import Clock
 
     spec = pickle.loads(Path(spec_path).read_bytes())
+    if spec["phases"]:
+        _report_phases(pipeline)
     settings = S.settings_from(spec["raw"])
     store = db.Store(db.connect(spec["db"]))
     profiler = None
@@ -91,7 +95,27 @@ def child(spec_path: str) -> None:
                       "sent": flush.sent if flush else 0, "summary": report.summary()}))
 
 
-def measure(n: int, batch_size: int, profile: str | None) -> dict:
+def _report_phases(pipeline) -> None:
+    """--phases: the clock and the peak RSS after each step of the poll, on stderr."""
+    start = time.perf_counter()
+
+    def wrap(module, name):
+        step = getattr(module, name)
+
+        def timed(*args, **kwargs):
+            result = step(*args, **kwargs)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            sys.stderr.write(f"  {name:<15} done at {time.perf_counter() - start:6.1f} s,"
+                             f" peak RSS {peak:.1f} MiB\n")
+            return result
+        setattr(module, name, timed)
+
+    for name in ("fetch", "apply_pending", "mark_on_server"):
+        wrap(pipeline, name)
+    wrap(pipeline.outbox, "flush")
+
+
+def measure(n: int, batch_size: int, profile: str | None, phases: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="backlog-") as tmp, S.DovecotServer() as dovecot, \
             S.SmtpServer() as smtp:
         with S.Stopwatch() as setup:
@@ -99,7 +123,7 @@ def measure(n: int, batch_size: int, profile: str | None) -> dict:
         imap_s, smtp_s = raw_limit(dovecot, smtp, n, batch_size)
         raw = S.settings_dict(dovecot, smtp, mailbox={"batch_size": batch_size},
                               smtp={"max_per_minute": 0})
-        seconds, rss, report = run_child(raw, Path(tmp) / "state.sqlite", profile)
+        seconds, rss, report = run_child(raw, Path(tmp) / "state.sqlite", profile, phases)
         received = len(smtp.messages)
     raw_rate = n / (imap_s + smtp_s)
     return {"n": n, "setup_s": setup.seconds, "raw_imap_s": imap_s, "raw_smtp_s": smtp_s,
@@ -115,6 +139,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=50, help="[mailbox] batch_size")
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the poll (last N)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--phases", action="store_true",
+                        help="print the time and peak RSS after each step of the poll")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -125,7 +151,8 @@ def main() -> int:
     print(f"{'N':>7} {'poll s':>8} {'mails/s':>8} {'raw/s':>8} {'ratio':>6} {'peak RSS':>9}"
           f" {'sent':>7}  (raw = IMAP fetch s + SMTP send s)")
     for i, n in enumerate(sizes):
-        r = measure(n, args.batch_size, args.profile if i == len(sizes) - 1 else None)
+        r = measure(n, args.batch_size, args.profile if i == len(sizes) - 1 else None,
+                    args.phases)
         results.append(r)
         print(f"{n:>7} {r['poll_s']:>8.1f} {r['rate']:>8.1f} {r['raw_rate']:>8.1f} "
               f"{r['ratio']:>6.2f} {r['peak_rss_mib']:>6.1f} MiB {r['report']['sent']:>7}"

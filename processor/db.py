@@ -506,11 +506,12 @@ class Store:
             (state, kind, reading_json, error, iso(now), message_id),
         )
 
-    def messages_to_mark(self, folder: str, uidvalidity: int) -> list[tuple[int, int]]:
+    def messages_to_mark(self, folder: str, uidvalidity: int,
+                         limit: int) -> list[tuple[int, int]]:
         return [(r[0], r[1]) for r in self.conn.execute(
             "SELECT id, uid FROM messages WHERE marked_on_server = 0 AND state != 'new'"
-            " AND folder = ? AND uidvalidity = ? ORDER BY uid",
-            (folder, uidvalidity),
+            " AND folder = ? AND uidvalidity = ? ORDER BY uid LIMIT ?",
+            (folder, uidvalidity, limit),
         )]
 
     def set_marked(self, ids: list[int]):

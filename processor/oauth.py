@@ -6,12 +6,13 @@ import functools
 import hashlib
 import logging
 import threading
-
-import msal
-import requests
-import requests.adapters
+from typing import TYPE_CHECKING
 
 from processor.config import ConfigError, OAuth2
+
+if TYPE_CHECKING:
+    import msal
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class TokenProvider:
 
     def _client(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
+            # Imported here: msal and requests take a fifth of a second to load, and only an
+            # OAuth2 set-up needs them (every command and every poll's helper paid it before).
+            import msal
             s = self.settings
             self._app = msal.ConfidentialClientApplication(
                 s.client_id,
@@ -98,6 +102,9 @@ class TokenProvider:
 
 
 def _http_client(s: OAuth2) -> requests.Session:
+    import requests
+    import requests.adapters
+
     session = requests.Session()
     # verify on each request, not on the session: requests lets REQUESTS_CA_BUNDLE from the
     # environment override a session's own setting, which would silently ignore ca_file.

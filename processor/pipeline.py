@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # Mails taken from the store per query when applying: a backlog is streamed, never loaded whole.
 PAGE = 200
+MARK_PAGE = 2000
 
 
 # --- applying one mail: small named steps, in order; the first that returns True ends it ----------
@@ -358,13 +359,16 @@ def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollRe
 
 
 def mark_on_server(mailbox: Mailbox, store: Store, settings: Settings) -> int:
-    pending = store.messages_to_mark(settings.mailbox.folder, mailbox.uidvalidity)
-    if not pending:
-        return 0
-    mailbox.mark_processed([uid for _, uid in pending])
-    with store.transaction():
-        store.set_marked([i for i, _ in pending])
-    return len(pending)
+    """Page by page: after a backlog, memory does not grow with it, and each page marked is
+    recorded even if the server fails on a later one."""
+    marked = 0
+    while pending := store.messages_to_mark(settings.mailbox.folder, mailbox.uidvalidity,
+                                            limit=MARK_PAGE):
+        mailbox.mark_processed([uid for _, uid in pending])
+        with store.transaction():
+            store.set_marked([i for i, _ in pending])
+        marked += len(pending)
+    return marked
 
 
 def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mailbox,

@@ -209,3 +209,22 @@ def test_handled_mail_can_be_moved_to_a_folder_and_is_never_deleted(
     # The next poll finds nothing new and sends nothing.
     assert pipeline.poll(store, settings, NOW).fetched == 0
     assert len(smtp_server.messages) == 3
+
+
+def test_handled_mail_is_marked_page_by_page_and_each_page_is_recorded(desk, dovecot,
+                                                                       monkeypatch):
+    settings, store = desk
+    monkeypatch.setattr(pipeline, "MARK_PAGE", 3)
+    for i in range(8):
+        dovecot.append(f"Subject: vraag {i}\r\nFrom: a{i}@stad.be\r\n\r\nEen vraag.\r\n".encode(),
+                       START + dt.timedelta(minutes=i))
+    calls = []
+    real = Mailbox.mark_processed
+    monkeypatch.setattr(Mailbox, "mark_processed",
+                        lambda self, uids: (calls.append(list(uids)), real(self, uids))[1])
+    report = pipeline.poll(store, settings, NOW)
+    assert report.marked == 8
+    assert [len(c) for c in calls] == [3, 3, 2]
+    assert all(b"$Processed" in f for f in dovecot.flags_of().values())
+    assert store.conn.execute(
+        "SELECT COUNT(*) FROM messages WHERE marked_on_server = 0").fetchone()[0] == 0
