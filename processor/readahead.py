@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -38,6 +41,17 @@ _options: Options | None = None
 def _start_helper(options: Options) -> None:
     global _options
     _options = options
+    # A worker killed outright (SIGKILL, OOM) cannot shut its helper down, and the helper holds
+    # its own end of the task queue, so it would wait for work forever: it watches the worker.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True,
+                         name="watch-worker").start()
+
+
+def _exit_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def _ready() -> bool:

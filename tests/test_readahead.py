@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from processor.understand import understand
 from tests.desk import desk_settings, signup
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
 T0 = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
 NOW = dt.datetime(2018, 5, 20, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -131,3 +135,38 @@ def test_chunks_are_bounded_by_bytes_so_large_mails_are_not_all_held_at_once(siz
     raws = {i: b"x" * size for i in range(5)}
     reader = Reader(None, raws.__getitem__, helper=False)
     assert [len(ids) for ids, _ in reader._chunks(list(raws))] == [1, 1, 1, 1, 1]
+
+
+def test_a_worker_killed_outright_leaves_no_helper_behind(tmp_path):
+    # A worker that is SIGKILLed (or killed by the OOM killer) cannot stop its helper itself.
+    script = (
+        "import sys, time\n"
+        "from processor import pipeline\n"
+        "from processor.readahead import Reader\n"
+        "from tests.desk import desk_settings\n"
+        "if __name__ == '__main__':\n"
+        "    options = pipeline.understanding_options(desk_settings())\n"
+        "    reader = Reader(options, lambda i: b'', helper=True)\n"
+        "    reader.warm.result(timeout=60)\n"
+        "    print(*reader.pool._processes, flush=True)\n"
+        "    time.sleep(600)\n")
+    path = tmp_path / "worker.py"
+    path.write_text(script)
+    worker = subprocess.Popen([sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    [helper] = [int(pid) for pid in worker.stdout.readline().split()]
+    assert _alive(helper)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(helper)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"   # a zombie has exited
+    except FileNotFoundError:
+        return False
