@@ -76,7 +76,10 @@ class _ReplyPolicy(EmailPolicy):
         if (not hasattr(value, "name") or name.lower() in self._unique or "boundary=" in value
                 or len(self._folded) > 1024):
             return super()._fold(name, value, refold_binary)
-        key = (name, str(value), type(value).__mro__[1], refold_binary)
+        # Everything fold() reads: the header's own name and value, and the policy's settings
+        # (a clone with another line length or utf8 shares this memo).
+        key = (value.name, str(value), type(value).__mro__[1], self.max_line_length,
+               self.linesep, self.utf8, self.cte_type)
         folded = self._folded.get(key)
         if folded is None:
             folded = self._folded[key] = super()._fold(name, value, refold_binary)

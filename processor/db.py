@@ -251,7 +251,8 @@ MIGRATIONS += (
 
 # Issue 8: telling a new person their place must not count the whole waiting list. SQLite has no
 # O(1) COUNT, so triggers keep the list's length; a newcomer's place is that length minus the few
-# who arrived after them (none, for mail handled in arrival order).
+# who arrived after them (none, for mail handled in arrival order). Never INSERT OR REPLACE into
+# registrations: the row REPLACE removes fires no DELETE trigger, and the length would drift.
 MIGRATIONS += (
     (
         9,

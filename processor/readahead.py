@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 import traceback
 from collections import deque
@@ -41,6 +42,9 @@ _options: Options | None = None
 def _start_helper(options: Options) -> None:
     global _options
     _options = options
+    # Ctrl-C in a terminal reaches the whole process group: the worker stops after the current
+    # mail and shuts the helper down itself; the helper must not die first with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A worker killed outright (SIGKILL, OOM) cannot shut its helper down, and the helper holds
     # its own end of the task queue, so it would wait for work forever: it watches the worker.
     parent = multiprocessing.parent_process()
@@ -86,10 +90,11 @@ class Reader:
                 self.pool = cf.ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start_helper, initargs=(options,))
-                # Work goes to the helper once it answers; until then this process reads.
+                # Work goes to the helper once it answers; until then this process reads. The
+                # process is started here, so this is where it fails (no memory, no pipes…).
                 self.warm = self.pool.submit(_ready)
-            except (OSError, ValueError) as exc:
-                log.warning("no helper process for reading mail (%s): reading it here", exc)
+            except Exception as exc:
+                self._lost(exc, starting=True)
 
     def __enter__(self) -> Reader:
         return self
@@ -109,7 +114,8 @@ class Reader:
         ahead: deque[tuple[list[int], list[bytes], cf.Future | None]] = deque()
         while True:
             if self._helping():
-                while len(ahead) < AHEAD_CHUNKS and (chunk := next(chunks, None)) is not None:
+                while (self.pool is not None and len(ahead) < AHEAD_CHUNKS
+                       and (chunk := next(chunks, None)) is not None):
                     ahead.append((*chunk, self._submit(chunk[1])))
             if ahead:
                 chunk_ids, raws, future = ahead.popleft()
@@ -145,6 +151,8 @@ class Reader:
             yield chunk_ids, raws
 
     def _submit(self, raws: list[bytes]) -> cf.Future | None:
+        if self.pool is None:  # lost while filling the read-ahead
+            return None
         try:
             return self.pool.submit(_read_chunk, raws)
         except (cf.BrokenExecutor, RuntimeError) as exc:
@@ -163,9 +171,11 @@ class Reader:
         # Not started yet (or the helper is gone): cheaper to read it here than to wait.
         return [read_one(raw, self.options) for raw in raws]
 
-    def _lost(self, exc: Exception) -> None:
+    def _lost(self, exc: Exception, starting: bool = False) -> None:
+        if self.pool is None and not starting:
+            return  # already noticed
+        log.warning("the helper process for reading mail %s (%s: %s): reading the rest here",
+                    "could not start" if starting else "stopped", type(exc).__name__, exc)
         if self.pool is not None:
-            log.warning("the helper process for reading mail stopped (%s): reading the rest here",
-                        exc)
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None

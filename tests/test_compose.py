@@ -72,6 +72,12 @@ def test_reusing_parsed_headers_builds_the_same_bytes_as_plain_policy_smtp(monke
             out.append(bytes(msg))
         return out
 
+    # Written first with other settings (as smtplib does with SMTPUTF8): nothing of that may
+    # stick to the ordinary bytes.
+    compose.POLICY._folded.clear()
+    for other in (compose.POLICY.clone(max_line_length=200), compose.POLICY.clone(utf8=True)):
+        compose.build(settings, rendered, to=[("Zoë", "zoe@stad.be")], now=NOW).as_bytes(
+            policy=other)
     reused = build_all()
     monkeypatch.setattr(compose, "POLICY", email.policy.SMTP)
     assert reused == build_all()

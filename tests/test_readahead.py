@@ -94,6 +94,7 @@ def test_a_helper_that_dies_leaves_the_rest_to_the_worker(monkeypatch):
                 killed_after = len(results)
                 for pid in list(reader.pool._processes):
                     os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)  # the executor notices a death in its own thread
         assert reader.pool is None  # noticed, and the rest was read in this process
     assert killed_after is not None and killed_after < len(mails) - 10
     assert list(results) == list(mails)
@@ -170,3 +171,43 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"   # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_a_helper_that_died_between_pages_is_noticed_on_the_next_page(monkeypatch):
+    mails = {i: raw for i, raw in enumerate(backlog()[:12], start=1)}
+    options = pipeline.understanding_options(desk_settings())
+    monkeypatch.setattr(readahead, "CHUNK_MAILS", 2)
+    with Reader(options, mails.__getitem__, helper=True) as reader:
+        reader.warm.result(timeout=60)
+        first = dict(reader.readings(list(mails)[:6]))
+        for pid in list(reader.pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # idle, between two pages: nobody is waiting on the helper
+        second = dict(reader.readings(list(mails)[6:]))
+        assert reader.pool is None
+    assert list(first) + list(second) == list(mails)
+    for message_id, reading in second.items():
+        assert reading is None or reading == understand(mails[message_id], options)
+
+
+def test_a_helper_that_cannot_start_leaves_the_reading_to_the_worker(monkeypatch, caplog):
+    def no_processes(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(readahead.cf.ProcessPoolExecutor, "submit", no_processes)
+    with Reader(pipeline.understanding_options(desk_settings()), {1: b"x"}.__getitem__,
+                helper=True) as reader:
+        assert reader.pool is None
+        assert list(reader.readings([1, 2])) == [(1, None), (2, None)]
+    assert "could not start (OSError: [Errno 24] Too many open files)" in caplog.text
+
+
+def test_ctrl_c_in_the_terminal_does_not_kill_the_helper_before_the_worker_stops_it():
+    options = pipeline.understanding_options(desk_settings())
+    with Reader(options, {}.__getitem__, helper=True) as reader:
+        reader.warm.result(timeout=60)
+        [pid] = list(reader.pool._processes)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert _alive(pid)
+        assert reader._helping()
