@@ -54,3 +54,10 @@ def setup(level: int, fmt: str = "text", stream=None) -> None:
     root.setLevel(level)
     # aiosmtpd (the demo's SMTP server) logs every SMTP command at INFO.
     logging.getLogger("mail.log").setLevel(max(level, logging.WARNING))
+
+
+def current() -> tuple[int, str]:
+    """The level and format setup() was given, for a helper process to log the same way."""
+    root = logging.getLogger()
+    json_ = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+    return root.level, "json" if json_ else "text"

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from processor import logs
 from processor.understand import understand
 from processor.understand.model import Options, Reading
 
@@ -39,9 +40,11 @@ class Unreadable:
 _options: Options | None = None
 
 
-def _start_helper(options: Options) -> None:
+def _start_helper(options: Options, log_level: int, log_format: str) -> None:
     global _options
     _options = options
+    # What the helper logs (a mail the parser chokes on) reads like the worker's own log.
+    logs.setup(log_level, log_format)
     # Ctrl-C in a terminal reaches the whole process group: the worker stops after the current
     # mail and shuts the helper down itself; the helper must not die first with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -89,7 +92,7 @@ class Reader:
                 # of a held lock would hang the helper.
                 self.pool = cf.ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_helper, initargs=(options,))
+                    initializer=_start_helper, initargs=(options, *logs.current()))
                 # Work goes to the helper once it answers; until then this process reads. The
                 # process is started here, so this is where it fails (no memory, no pipes…).
                 self.warm = self.pool.submit(_ready)

@@ -4,6 +4,7 @@ mail in the worker, in the same order; a helper that dies or fails loses nothing
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -211,3 +212,27 @@ def test_ctrl_c_in_the_terminal_does_not_kill_the_helper_before_the_worker_stops
         time.sleep(0.5)
         assert _alive(pid)
         assert reader._helping()
+
+
+def test_the_helper_logs_in_the_workers_format(tmp_path):
+    # With --log-format json the journal gets one JSON object per line, from the helper too.
+    script = (
+        "import logging\n"
+        "from processor import logs, readahead\n"
+        "from processor.readahead import Reader\n"
+        "from processor.understand.model import Options\n"
+        "def warn():\n"
+        "    logging.getLogger('processor.understand').warning('a mail the parser chokes on')\n"
+        "    return True\n"
+        "if __name__ == '__main__':\n"
+        "    logs.setup(logging.INFO, 'json')\n"
+        "    with Reader(Options(domain_organisations={}), {}.__getitem__, helper=True) as r:\n"
+        "        r.warm.result(timeout=60)\n"
+        "        r.pool.submit(warn).result(timeout=60)\n")
+    path = tmp_path / "worker.py"
+    path.write_text(script)
+    done = subprocess.run([sys.executable, str(path)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "chokes" in line]
+    assert json.loads(line)["message"] == "a mail the parser chokes on"
