@@ -185,7 +185,7 @@ class PollReport:
     applied: int = 0
     quarantined: int = 0
     marked: int = 0
-    read_ahead: int = 0        # of the applied, how many a helper process understood
+    read_ahead: int = 0        # mails a helper process understood ahead of the apply step
     mailbox_error: str | None = None
     database_error: str | None = None
     flush: outbox.FlushReport | None = None
