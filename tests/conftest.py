@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.servers import (
-    INSTALL_HINT,
     DovecotServer,
     SmtpServer,
     TlsCert,
-    find_dovecot,
     make_self_signed_cert,
+    serving,
     wait_for_background_stops,
 )
 
@@ -41,17 +40,7 @@ def dovecot(_dovecot_reaper: None) -> Iterator[DovecotServer]:
     The stop at teardown runs in the background (Dovecot's master takes 1-6 s to exit); all
     stops are joined at the end of the session.
     """
-    try:
-        find_dovecot()
-    except RuntimeError:
-        # Failing, not skipping: a silently skipped IMAP suite would look green.
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    server = DovecotServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close(wait=False)
+    yield from serving(DovecotServer)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -126,6 +126,25 @@ def make_self_signed_cert(folder: Path, common_name: str = "localhost") -> TlsCe
 
 
 # --------------------------------------------------------------------------- Dovecot
+
+
+def serving(make: Callable[[], DovecotServer]) -> Iterator[DovecotServer]:
+    """For a pytest fixture (`yield from serving(DovecotServer)`): a server made by `make`,
+    started, and stopped in the background after the test. No Dovecot fails the test with the
+    install hint (checked before `make`, which looks for the binaries itself), never skips it:
+    a silently skipped IMAP suite would look green."""
+    import pytest  # only the tests call this; the benchmarks import this module without pytest
+
+    try:
+        find_dovecot()
+    except RuntimeError:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    server = make()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close(wait=False)
 
 
 def find_dovecot() -> tuple[str, str]:

@@ -22,8 +22,7 @@ from processor import config, db, oauth, pipeline
 from processor.clock import Clock
 from tests.desk import PROJECT, base_config, desk_settings, signup
 from tests.oauth_server import TokenService
-from tests.servers import (INSTALL_HINT, DovecotServer, SmtpServer, _RecordingHandler,
-                           find_dovecot)
+from tests.servers import DovecotServer, SmtpServer, _RecordingHandler, serving
 
 TENANT = "3f0a1c2e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
 CLIENT = "9e8d7c6b-5a4f-4e3d-2c1b-0a9f8e7d6c5b"
@@ -115,16 +114,7 @@ def tokens(tls_cert) -> Iterator[TokenService]:
 
 @pytest.fixture
 def oauth_dovecot(_dovecot_reaper, tokens) -> Iterator[OAuthDovecot]:
-    try:
-        find_dovecot()
-    except RuntimeError:
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    server = OAuthDovecot(tokens.introspection_url, username="registrations")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close(wait=False)
+    yield from serving(lambda: OAuthDovecot(tokens.introspection_url, username="registrations"))
 
 
 @pytest.fixture
