@@ -6,14 +6,18 @@ import collections
 import datetime as dt
 import json
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from processor import smtp
+from processor import db, smtp
+from processor.clock import Clock
 from processor.config import Settings
 from processor.db import AlreadyRunning, Store, WorkerLock
+from processor.registry import REPLY_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,13 @@ class FlushReport:
     throttled: int = 0
     unavailable: str | None = None
     busy: bool = False          # another process was sending; it sends these too
+
+    def add(self, other: "FlushReport") -> "FlushReport":
+        """This report followed by `other` (what was sent alongside the apply, then the rest)."""
+        return FlushReport(
+            sent=self.sent + other.sent, retried=self.retried + other.retried,
+            failed=self.failed + other.failed, throttled=self.throttled + other.throttled,
+            unavailable=other.unavailable or self.unavailable, busy=self.busy or other.busy)
 
 
 class Pacer:
@@ -118,7 +129,7 @@ def flush(store: Store, settings: Settings, now: dt.datetime, *, limit: int | No
     report = FlushReport()
     # One sender at a time (the worker, or an organiser's command): two flushes at once could
     # both send a row before either marks it sent. Whoever holds the lock sends what is due.
-    lock = WorkerLock("", path=Path(store.path + ".send.lock"), what="the outbox")
+    lock = _send_lock(store)
     try:
         lock.acquire()
     except AlreadyRunning:
@@ -129,6 +140,10 @@ def flush(store: Store, settings: Settings, now: dt.datetime, *, limit: int | No
                       budget_seconds=budget_seconds)
     finally:
         lock.release()
+
+
+def _send_lock(store: Store) -> WorkerLock:
+    return WorkerLock("", path=Path(store.path + ".send.lock"), what="the outbox")
 
 
 def _flush(store: Store, settings: Settings, now: dt.datetime, report: FlushReport, *,
@@ -170,17 +185,160 @@ def _flush(store: Store, settings: Settings, now: dt.datetime, report: FlushRepo
 def _record(store: Store, settings: Settings, row, result: smtp.Result, now: dt.datetime,
             report: FlushReport) -> None:
     with store.transaction():
-        if result.status == "sent":
-            store.mark_sent(row["id"], now)
-            report.sent += 1
-        elif result.status == "permanent":
-            store.mark_failed(row["id"], result.detail)
-            store.log(now=now, action="reply_failed", registration_id=row["registration_id"],
-                      message=row["source_message"],
-                      reason=f"{row['kind']} mail {row['message_id']} refused permanently: "
-                             f"{result.detail}")
-            report.failed += 1
-        else:
-            delay = retry_delay(row["attempts"] + 1, settings.max_retry_delay_seconds)
-            store.mark_retry(row["id"], result.detail, now + delay)
-            report.retried += 1
+        _record_one(store, settings, row, result, now, report)
+
+
+def _record_one(store: Store, settings: Settings, row, result: smtp.Result, now: dt.datetime,
+                report: FlushReport) -> None:
+    if result.status == "sent":
+        store.mark_sent(row["id"], now)
+        report.sent += 1
+    elif result.status == "permanent":
+        store.mark_failed(row["id"], result.detail)
+        store.log(now=now, action="reply_failed", registration_id=row["registration_id"],
+                  message=row["source_message"],
+                  reason=f"{row['kind']} mail {row['message_id']} refused permanently: "
+                         f"{result.detail}")
+        report.failed += 1
+    else:
+        delay = retry_delay(row["attempts"] + 1, settings.max_retry_delay_seconds)
+        store.mark_retry(row["id"], result.detail, now + delay)
+        report.retried += 1
+
+
+class Alongside:
+    """Sends the replies of a backlog while it is still being applied, instead of after its last
+    mail (issue 8): the first to write hear back first, and the relay's time overlaps ours.
+
+    A thread sends, in the order the replies were queued (the order their mails arrived), only
+    replies: reminders and the digest wait for the poll's own flush, behind every reply. The
+    applying thread records what the relay answered (`record`, between two mails), so the
+    database keeps a single writer. The thread sends its next mail only once the last one is
+    recorded: as in `flush`, a crash between the relay's 250 and the record can make at most
+    one mail go out twice, never a handful (measured: tests/test_crash.py).
+    Everything it did not reach, or that failed, is left to the poll's flush.
+    """
+
+    WAIT_SECONDS = 0.02   # how often an idle sender looks for new replies
+
+    def __init__(self, store: Store, settings: Settings, clock: Clock, *,
+                 connect=smtp.Connection, pacer: Pacer | None = None):
+        self.store, self.settings, self.clock = store, settings, clock
+        self.connect = connect
+        self.pacer = pacer or pacer_for(settings)
+        self.report = FlushReport()
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._recorded = threading.Event()   # set: no answer of the relay waits to be recorded
+        self._recorded.set()
+        self._stop = threading.Event()
+        self._lock = _send_lock(store)
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Alongside":
+        try:
+            self._lock.acquire()
+        except AlreadyRunning:
+            self.report.busy = True     # another process sends; the poll's flush will see it too
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._send, name="send-alongside", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        try:
+            self.record()
+        finally:
+            self._lock.release()
+
+    def record(self) -> None:
+        """What the relay answered since the last call, in one transaction (applying thread)."""
+        answers = []
+        while True:
+            try:
+                answers.append(self._answers.get_nowait())
+            except queue.Empty:
+                break
+        if not answers:
+            return
+        now = self.clock.now()
+        with self.store.transaction():
+            for row, result in answers:
+                if result.status == "throttled":
+                    self.store.mark_throttled(row["id"], result.detail)
+                    self.report.throttled += 1
+                else:
+                    _record_one(self.store, self.settings, row, result, now, self.report)
+        self._recorded.set()
+
+    def _answered(self, row, result: smtp.Result) -> None:
+        self._recorded.clear()
+        self._answers.put((row, result))
+
+    def _wait_until_recorded(self) -> bool:
+        while not self._recorded.wait(self.WAIT_SECONDS):
+            if self._stop.is_set():
+                return False
+        return True
+
+    def _send(self) -> None:
+        reader = Store(db.connect(self.store.path))
+        after = ("", 0)      # (order_key, id) of the last reply tried
+        try:
+            with _lazy(self.connect, self.settings) as conn:
+                while not self._stop.is_set():
+                    rows = reader.due_mail_after(self.clock.now(), REPLY_PRIORITY, after, PAGE)
+                    if not rows:
+                        self._stop.wait(self.WAIT_SECONDS)
+                        continue
+                    for row in rows:
+                        if self._stop.is_set():
+                            return
+                        if not self._wait_until_recorded():
+                            return
+                        if not self.pacer.wait(self.pacer.clock() + self.WAIT_SECONDS):
+                            self._stop.wait(self.WAIT_SECONDS)
+                            break   # not yet: ask again, this row first
+                        result = conn.get().send(row["raw"], row["sender"],
+                                                 json.loads(row["recipients"]))
+                        if result.status == "throttled" and self.pacer.throttled(row["id"]):
+                            self._answered(row, result)
+                            log.info("relay throttles (%s): pausing %.0f s, then at most %d a"
+                                     " window", result.detail, self.pacer.window, self.pacer.limit)
+                            break   # the row keeps its place: tried again after the pause
+                        if result.status == "sent":
+                            self.pacer.sent(row["id"])
+                        self._answered(row, result)
+                        after = (row["order_key"], row["id"])
+        except smtp.SmtpUnavailable as exc:
+            # The poll's flush tries again, and reports it if the relay is still away.
+            log.warning("SMTP unavailable while sending alongside the backlog: %s", exc)
+        except Exception:
+            log.exception("sending alongside the backlog stopped; the poll's flush sends the rest")
+        finally:
+            reader.conn.close()
+
+
+class _lazy:
+    """An SMTP connection opened at the first mail, not before: a backlog of mail that needs no
+    reply (bounces, out-of-office) opens none."""
+
+    def __init__(self, connect, settings: Settings):
+        self.connect, self.settings, self.conn = connect, settings, None
+
+    def get(self):
+        if self.conn is None:
+            self.conn = self.connect(self.settings.smtp).__enter__()
+        return self.conn
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.conn is not None:
+            self.conn.__exit__(*exc)

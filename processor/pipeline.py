@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -332,14 +333,17 @@ def _set_aside(store: Store, message_id: int, error: str, now: dt.datetime) -> s
 
 def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollReport,
                   should_stop: Callable[[], bool] = lambda: False,
-                  progress: Callable[[int, int], None] | None = None) -> None:
+                  progress: Callable[[int, int], None] | None = None,
+                  sending: outbox.Alongside | None = None) -> None:
     options = understanding_options(settings)
     # A backlog (first start, a long outage) can take minutes: a person at a terminal sees how
-    # far, and a helper process understands the mail ahead while this one applies it.
+    # far, a helper process understands the mail ahead while this one applies it, and the
+    # replies already queued go out meanwhile (`sending`).
     total = store.new_message_count()
+    backlog = total >= readahead.MIN_BACKLOG
     done = 0
-    with Reader(options, lambda i: store.message(i)["raw"],
-                helper=total >= readahead.MIN_BACKLOG) as reader:
+    with Reader(options, lambda i: store.message(i)["raw"], helper=backlog) as reader, \
+            (sending if backlog and sending else contextlib.nullcontext()):
         while not should_stop():
             ids = store.new_message_ids(limit=PAGE)
             if not ids:
@@ -348,6 +352,8 @@ def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollRe
                 if should_stop():
                     break
                 state = apply_one(store, settings, options, message_id, clock.now(), reading)
+                if sending:
+                    sending.record()
                 if progress:
                     done += 1
                     progress(done, max(total, done))
@@ -379,24 +385,27 @@ def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mail
     """One cycle. A mailbox that is down does not stop the mail already stored from being
     applied and answered; it is tried again at the next poll."""
     report = PollReport()
+    flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
+    pacer = pacer or outbox.pacer_for(settings)
+    sending = outbox.Alongside(store, settings, clock, pacer=pacer, **flush_kwargs)
     try:
         try:
             with mailbox_factory(settings.mailbox) as mailbox:
                 fetch(mailbox, store, settings, clock, report)
-                apply_pending(store, settings, clock, report, should_stop, progress)
+                apply_pending(store, settings, clock, report, should_stop, progress, sending)
                 # Marked only after the apply step committed, never before.
                 report.marked = mark_on_server(mailbox, store, settings)
         except MailboxError as exc:
             report.mailbox_error = str(exc)
             log.warning("mailbox unavailable: %s", exc)
-            apply_pending(store, settings, clock, report, should_stop, progress)
-        flush_kwargs = {"connect": connect_smtp} if connect_smtp else {}
+            apply_pending(store, settings, clock, report, should_stop, progress, sending)
         # Sending at the relay's pace may take long: by default it yields after one poll
         # interval, so that new mail is fetched and queued in its place meanwhile.
         budget = settings.poll_interval_seconds if send_budget_seconds == -1 \
             else send_budget_seconds
-        report.flush = outbox.flush(store, settings, clock.now(), pacer=pacer,
-                                    budget_seconds=budget, **flush_kwargs)
+        report.flush = sending.report.add(
+            outbox.flush(store, settings, clock.now(), pacer=pacer, budget_seconds=budget,
+                         **flush_kwargs))
     except (DatabaseUnavailable, sqlite3.Error) as exc:
         report.database_error = str(exc)
         log.error("database unavailable; nothing was half applied, retrying at the next poll: %s",

@@ -1,0 +1,244 @@
+"""A backlog's replies go out while the rest of it is still being applied (real Dovecot and
+aiosmtpd): first come first answered, each once, reminders and the digest after every reply, and
+a relay that is down, busy or refusing loses nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from processor import db, outbox, pipeline, readahead
+from processor.clock import Clock
+from tests.desk import desk_settings
+from tests.test_desk import NOW, append_out_of_order, people
+
+BACKLOG = 40
+
+
+@pytest.fixture
+def backlog(dovecot, tmp_path, monkeypatch):
+    """40 signups waiting, arrival order unlike their Date headers; 40 counts as a backlog."""
+    monkeypatch.setattr(readahead, "MIN_BACKLOG", 10)
+    arrivals = append_out_of_order(dovecot, people(BACKLOG))
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    return store, sorted(arrivals, key=arrivals.get)
+
+
+def unpaced(dovecot, server, monkeypatch):
+    """Settings without the relay's pace (30 a minute by default), so a poll sends all 40."""
+    return desk_settings(dovecot, server, monkeypatch, smtp={"max_per_minute": 0})
+
+
+def recipients(server) -> list[str]:
+    return [m.message["To"].addresses[0].addr_spec for m in server.messages]
+
+
+def test_the_first_replies_go_out_while_the_rest_of_the_backlog_is_applied(
+        backlog, dovecot, smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    applied, seen_midway = [], []
+    apply_one = pipeline.apply_one
+
+    def apply_then_look(*args, **kwargs):
+        state = apply_one(*args, **kwargs)
+        applied.append(state)
+        if len(applied) == 10:
+            # Without sending alongside, nothing reaches the relay before the last mail is
+            # applied: this wait would end empty-handed.
+            try:
+                smtp_server.wait_for(1, timeout=10)
+            except AssertionError:
+                pass
+            seen_midway.extend(recipients(smtp_server))
+        return state
+
+    monkeypatch.setattr(pipeline, "apply_one", apply_then_look)
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert seen_midway and seen_midway == in_arrival[:len(seen_midway)]
+    assert report.applied == BACKLOG and report.flush.sent == BACKLOG
+    assert report.flush.retried == report.flush.failed == 0
+    # Each participant once, in the order their mails reached the server.
+    assert recipients(smtp_server) == in_arrival
+    assert len({m.message["Message-ID"] for m in smtp_server.messages}) == BACKLOG
+    assert {r["state"] for r in store.outbox_rows()} == {"sent"}
+    assert {r["attempts"] for r in store.outbox_rows()} == {1}
+
+
+def test_each_reply_is_recorded_as_sent_before_the_next_goes_out(
+        backlog, dovecot, smtp_server, monkeypatch):
+    """So a crash (SIGKILL, power) can make at most one mail go out twice, as when sending after
+    the apply: a reply the relay accepted but we did not record is sent again at restart."""
+    store, _ = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    unrecorded = []
+
+    def look(envelope):
+        accepted = len(smtp_server.messages)
+        with sqlite3.connect(store.path) as conn:
+            sent = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'sent'").fetchone()[0]
+        unrecorded.append(accepted - sent)
+        return None   # accept
+
+    smtp_server.set_responder(look)
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.flush.sent == BACKLOG and len(unrecorded) == BACKLOG
+    assert max(unrecorded) == 0, unrecorded
+
+
+def test_reminders_and_the_digest_queued_before_a_backlog_go_after_every_reply(
+        backlog, dovecot, smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    with store.transaction():
+        for kind, priority in (("digest", 2), ("reminder", 1)):
+            store.queue_mail(
+                kind=kind, priority=priority, order_key="2018-05-01T00:00:00",
+                sender="desk@vlaanderen.be", recipients=[f"{kind}@vlaanderen.be"],
+                message_id=f"<{kind}@test>", raw=(
+                    f"From: desk@vlaanderen.be\r\nTo: {kind}@vlaanderen.be\r\n"
+                    f"Subject: {kind}\r\nMessage-ID: <{kind}@test>\r\n\r\n{kind}\r\n").encode(),
+                registration_id=None, source_message=None, now=NOW.now())
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.flush.sent == BACKLOG + 2
+    assert recipients(smtp_server) == [*in_arrival, "reminder@vlaanderen.be",
+                                       "digest@vlaanderen.be"]
+
+
+def test_a_relay_that_is_down_loses_no_reply(backlog, dovecot, make_smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    gone = make_smtp_server()
+    settings = unpaced(dovecot, gone, monkeypatch)
+    gone.stop()
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.applied == BACKLOG and report.flush.sent == 0
+    assert report.flush.unavailable
+    rows = store.outbox_rows()
+    assert len(rows) == BACKLOG and {r["state"] for r in rows} == {"pending"}
+    assert {r["attempts"] for r in rows} == {0}
+
+    back = make_smtp_server()
+    flushed = outbox.flush(store, unpaced(dovecot, back, monkeypatch), NOW.now())
+
+    assert flushed.sent == BACKLOG and recipients(back) == in_arrival
+
+
+def test_while_another_process_sends_this_poll_sends_nothing(
+        backlog, dovecot, smtp_server, monkeypatch):
+    store, _ = backlog
+    settings = desk_settings(dovecot, smtp_server, monkeypatch)
+    other = db.WorkerLock("", path=Path(store.path + ".send.lock"), what="the outbox").acquire()
+    try:
+        report = pipeline.poll(store, settings, NOW)
+    finally:
+        other.release()
+
+    # The other sender sends these (it holds the lock); two senders could both send a row.
+    assert report.applied == BACKLOG and report.flush.busy and report.flush.sent == 0
+    assert smtp_server.messages == []
+    assert {r["state"] for r in store.outbox_rows()} == {"pending"}
+
+
+def test_a_refused_address_is_recorded_and_explained_and_the_rest_go_out(
+        backlog, dovecot, smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    refused = in_arrival[3]
+    smtp_server.reject_recipient(refused, "550 5.1.1 No such user")
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.flush.sent == BACKLOG - 1 and report.flush.failed == 1
+    assert recipients(smtp_server) == [e for e in in_arrival if e != refused]
+    [failed] = [r for r in store.outbox_rows() if r["state"] == "failed"]
+    assert refused in failed["recipients"] and "5.1.1" in failed["last_error"]
+    [event] = store.conn.execute(
+        "SELECT reason FROM events WHERE action = 'reply_failed'").fetchall()
+    assert "refused permanently" in event["reason"] and "5.1.1" in event["reason"]
+
+
+class FakeTime:
+    """The pacer's and the relay's clock: only sleeping moves it, so a minute passes at once."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_a_throttling_relay_slows_the_backlog_down_and_each_reply_keeps_its_place(
+        backlog, dovecot, make_smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    fake = FakeTime()
+    relay = make_smtp_server(rate_clock=fake)
+    relay.limit_rate(15, 60, "451 4.7.0 Too many messages, slow down")
+    # Configured faster than this relay allows: it must answer 4xx, and we must adapt.
+    settings = desk_settings(dovecot, relay, monkeypatch, smtp={"max_per_minute": 100})
+    pacer = outbox.Pacer(100, clock=fake, sleep=fake.sleep)
+
+    report = pipeline.poll(store, settings, NOW, pacer=pacer, send_budget_seconds=None)
+    assert report.flush.throttled >= 1
+    # After a throttling answer the rest waits for the pacer: later polls send it.
+    flushes = 0
+    while store.due_mail(NOW.now(), 1):
+        outbox.flush(store, settings, NOW.now(), pacer=pacer)
+        flushes += 1
+        assert flushes < 20
+
+    assert recipients(relay) == in_arrival
+    rows = store.outbox_rows()
+    assert {r["state"] for r in rows} == {"sent"} and {r["attempts"] for r in rows} == {1}
+    # 100 → 50 → 25 → 12 a minute: a few refusals, then under the relay's 15.
+    refusals = [a for a in relay.attempts if a.response.startswith("451")]
+    assert 1 <= len(refusals) <= 3
+
+
+def test_looking_for_replies_to_send_uses_the_outbox_index(tmp_path):
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)
+    store.due_mail_after(dt.datetime(2018, 5, 20, tzinfo=dt.timezone.utc), 0, ("", 0), 50)
+    store.conn.set_trace_callback(None)
+    [sql] = [s for s in seen if "FROM outbox" in s]
+    plan = " | ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
+    assert "outbox_due" in plan and not re.search(r"\bSCAN outbox\b", plan), plan
+
+
+def test_a_report_of_two_parts_adds_up():
+    first = outbox.FlushReport(sent=3, retried=1, throttled=1, unavailable="down")
+    then = outbox.FlushReport(sent=2, failed=1, busy=True)
+
+    both = first.add(then)
+
+    assert (both.sent, both.retried, both.failed, both.throttled) == (5, 1, 1, 1)
+    assert both.unavailable == "down" and both.busy
+    assert first.add(outbox.FlushReport(unavailable="still down")).unavailable == "still down"
+
+
+def test_a_small_poll_sends_after_applying_as_before(dovecot, smtp_server, tmp_path, monkeypatch):
+    settings = desk_settings(dovecot, smtp_server, monkeypatch)
+    append_out_of_order(dovecot, people(5))
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    started = []
+    monkeypatch.setattr(outbox.Alongside, "__enter__",
+                        lambda self: started.append(self) or self)
+
+    report = pipeline.poll(store, settings, Clock(NOW.now()))
+
+    assert started == [] and report.flush.sent == 5
