@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import signal
+import subprocess
+import sys
 import tomllib
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -51,3 +54,33 @@ def signup(name: str, email: str, organisation: str, *, date: dt.datetime,
         f"Met vriendelijke groeten,\n{name}\n"
     ))
     return bytes(msg)
+
+
+class WorkerProcess:
+    """`leernetwerk run` in a child process, its output going to a file. Never a pipe read only
+    at the end: once some 64 KiB of log wait in it, the worker blocks mid-poll (it did, in
+    benchmarks/latency.py, issue 8)."""
+
+    def __init__(self, args: list[str], *, env: dict, log: Path):
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "processor", "run", *args],
+                                         cwd=PROJECT, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
+        """Signal it, wait for it (killing it if it hangs), and return everything it logged."""
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.output()

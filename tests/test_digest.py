@@ -9,20 +9,17 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from processor import config, db, digest, organiser, outbox, pipeline
-from tests.desk import PROJECT, desk_settings
+from tests.desk import PROJECT, WorkerProcess, desk_settings
 from tests.test_desk import run_cli, write_config
 from tests.test_waitlist import CANCEL, Desk, plain_mail
 
@@ -397,16 +394,14 @@ def test_the_worker_sends_todays_digest_at_start_and_a_restarted_worker_not_agai
     state = tmp_path / "state.sqlite"
 
     def run_worker_until(condition):
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "processor", "run", "--config", str(cfg), "--db", str(state)],
-            cwd=PROJECT, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+        worker = WorkerProcess(["--config", str(cfg), "--db", str(state)], env=env,
+                               log=tmp_path / "worker.log")
         deadline = time.monotonic() + 30
         while not condition() and time.monotonic() < deadline:
             time.sleep(0.1)
-        worker.send_signal(signal.SIGTERM)
-        _, err = worker.communicate(timeout=30)
-        assert worker.returncode == 0, err.decode()
-        return err.decode()
+        err = worker.stop()
+        assert worker.returncode == 0, err
+        return err
 
     err = run_worker_until(lambda: len(digests_sent(smtp_server)) >= 1)
     assert len(digests_sent(smtp_server)) == 1 and "digest: digest for" in err

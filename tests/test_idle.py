@@ -7,13 +7,12 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from processor import mailbox
-from tests.desk import PROJECT, desk_settings, signup
+from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import write_config
 
 ARRIVED = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
@@ -28,20 +27,8 @@ def start_worker(tmp_path, dovecot, smtp_server):
     text = text.replace("poll_interval_seconds = 60", "poll_interval_seconds = 3600")
     cfg.write_text(text, encoding="utf-8")
     env = dict(os.environ, LEERNETWERK_IMAP_PASSWORD=dovecot.password)
-    return subprocess.Popen(
-        [sys.executable, "-m", "processor", "run", "--config", str(cfg), "--db",
-         str(tmp_path / "state.sqlite")],
-        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def stop_worker(proc) -> str:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out.decode(errors="replace")
+    return WorkerProcess(["--config", str(cfg), "--db", str(tmp_path / "state.sqlite")],
+                         env=env, log=tmp_path / "worker.log")
 
 
 def imap_processes(dovecot) -> list[int]:
@@ -83,7 +70,7 @@ def test_mail_arriving_while_the_worker_idles_is_answered_within_seconds_and_aft
         smtp_server.wait_for(2, timeout=15)
         assert time.monotonic() - start < 8
     finally:
-        out = stop_worker(proc)
+        out = proc.stop()
     assert "IMAP IDLE lost" in out, out
     assert proc.returncode == 0, out
 

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from processor import db, organiser, outbox, pipeline
+from processor import db, organiser, pipeline
 from processor.clock import Clock
 from processor.mailbox import Mailbox, worker_lock
-from tests.desk import PROJECT, desk_settings, signup
+from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import people, write_config
 from tests.test_waitlist import NOW, START, Desk, plain_mail
 
@@ -205,8 +205,7 @@ def test_a_worker_killed_with_sigkill_leaves_no_stale_lock(dovecot, smtp_server,
     cfg = write_config(tmp_path, dovecot, smtp_server)
     env = dict(os.environ, LEERNETWERK_IMAP_PASSWORD=dovecot.password)
     args = ["--config", str(cfg), "--db", str(tmp_path / "state.sqlite")]
-    worker = subprocess.Popen([sys.executable, "-m", "processor", "run", *args], cwd=PROJECT,
-                              env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    worker = WorkerProcess(args, env=env, log=tmp_path / "worker.log")
     deadline = time.monotonic() + 30
     while not (tmp_path / "state.sqlite.lock").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -214,8 +213,7 @@ def test_a_worker_killed_with_sigkill_leaves_no_stale_lock(dovecot, smtp_server,
     blocked = subprocess.run([sys.executable, "-m", "processor", "poll", *args], cwd=PROJECT,
                              env=env, capture_output=True, text=True, timeout=60)
     assert blocked.returncode == 3
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=30)
+    worker.stop(signal.SIGKILL)
     after = subprocess.run([sys.executable, "-m", "processor", "poll", *args], cwd=PROJECT,
                            env=env, capture_output=True, text=True, timeout=60)
     assert after.returncode == 0, after.stderr
@@ -226,14 +224,12 @@ def test_sigterm_stops_the_worker_cleanly(dovecot, smtp_server, tmp_path):
     for name, email, org in people(3):
         dovecot.append(signup(name, email, org, date=START), START)
     env = dict(os.environ, LEERNETWERK_IMAP_PASSWORD=dovecot.password)
-    worker = subprocess.Popen([sys.executable, "-m", "processor", "run", "--config", str(cfg),
-                               "--db", str(tmp_path / "state.sqlite")], cwd=PROJECT, env=env,
-                              stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    worker = WorkerProcess(["--config", str(cfg), "--db", str(tmp_path / "state.sqlite")],
+                           env=env, log=tmp_path / "worker.log")
     smtp_server.wait_for(3, timeout=30)
-    worker.send_signal(signal.SIGTERM)
-    _, err = worker.communicate(timeout=30)
-    assert worker.returncode == 0, err.decode()
-    assert b"worker stopped" in err
+    err = worker.stop()
+    assert worker.returncode == 0, err
+    assert "worker stopped" in err
 
 
 # --- poison mail --------------------------------------------------------------------------------
