@@ -52,8 +52,9 @@ def raw_limit(dovecot, smtp, n: int, batch_size: int) -> tuple[float, float]:
 
 
 def run_child(raw: dict, db: Path, profile: str | None,
-              phases: bool = False) -> tuple[float, float, dict]:
-    """One poll in a child process; returns (seconds, peak RSS in MiB, its report)."""
+              phases: bool = False) -> tuple[float, float, dict, float]:
+    """One poll in a child process; returns (seconds, peak RSS in MiB, its report, its CPU
+    seconds with its helper's)."""
     # pickle, not JSON: the TOML settings hold dates and times.
     spec = Path(db).with_suffix(".pickle")
     spec.write_bytes(pickle.dumps({"raw": raw, "db": str(db), "profile": profile,
@@ -68,7 +69,8 @@ def run_child(raw: dict, db: Path, profile: str | None,
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"the poll failed (exit {proc.returncode})")
-    return seconds, S.peak_rss_mib_from_rusage(usage), json.loads(out.decode().splitlines()[-1])
+    return (seconds, S.peak_rss_mib_from_rusage(usage), json.loads(out.decode().splitlines()[-1]),
+            usage.ru_utime + usage.ru_stime)
 
 
 def child(spec_path: str) -> None:
@@ -92,8 +94,10 @@ def child(spec_path: str) -> None:
         sys.stderr.write(profiler.output_text(unicode=True, color=False, show_all=False))
     flush = report.flush
     # The helper that reads mail ahead is this process's child: its own peak, once it ended.
-    helper_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    helper = resource.getrusage(resource.RUSAGE_CHILDREN)
+    helper_mib = helper.ru_maxrss / 1024
     print(json.dumps({"fetched": report.fetched, "applied": report.applied,
+                      "helper_cpu_s": helper.ru_utime + helper.ru_stime,
                       "read_ahead": report.read_ahead, "helper_peak_rss_mib": helper_mib,
                       "quarantined": report.quarantined, "marked": report.marked,
                       "sent": flush.sent if flush else 0, "summary": report.summary()}))
@@ -127,7 +131,10 @@ def measure(n: int, batch_size: int, profile: str | None, phases: bool = False) 
         before = raw_limit(dovecot, smtp, n, batch_size)
         raw = S.settings_dict(dovecot, smtp, mailbox={"batch_size": batch_size},
                               smtp={"max_per_minute": 0})
-        seconds, rss, report = run_child(raw, Path(tmp) / "state.sqlite", profile, phases)
+        servers_before = _servers_cpu(dovecot)
+        seconds, rss, report, worker_cpu = run_child(raw, Path(tmp) / "state.sqlite", profile,
+                                                     phases)
+        servers_after = _servers_cpu(dovecot)
         received = len(smtp.messages)
         smtp.clear()
         after = raw_limit(dovecot, smtp, n, batch_size)
@@ -139,7 +146,18 @@ def measure(n: int, batch_size: int, profile: str | None, phases: bool = False) 
             "raw_before_s": sum(before), "raw_after_s": sum(after),
             "raw_rate": raw_rate, "poll_s": seconds, "rate": n / seconds,
             "ratio": (n / seconds) / raw_rate, "peak_rss_mib": rss, "received": received,
-            "report": report}
+            "report": report,
+            # CPU seconds spent during the poll, per process: what the cores had to give.
+            "cpu_s": {"worker": worker_cpu - report["helper_cpu_s"],
+                      "helper": report["helper_cpu_s"],
+                      "smtp_server": servers_after[0] - servers_before[0],
+                      "dovecot": servers_after[1] - servers_before[1]}}
+
+
+def _servers_cpu(dovecot) -> tuple[float, float]:
+    """CPU seconds so far of this process (aiosmtpd runs in its thread) and of Dovecot."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime, S.tree_cpu_seconds(dovecot._proc.pid)
 
 
 def main() -> int:
@@ -172,6 +190,14 @@ def main() -> int:
               f" {r['raw_before_s']:.1f} s before and {r['raw_after_s']:.1f} s after;"
               f" {r['report']['summary']})",
               flush=True)
+        cpu = r["cpu_s"]
+        total = sum(cpu.values())
+        cores = os.cpu_count() or 1
+        print(f"{'':>50}  (CPU during the poll: worker {cpu['worker']:.1f} s, helper"
+              f" {cpu['helper']:.1f} s, SMTP server {cpu['smtp_server']:.1f} s, Dovecot"
+              f" {cpu['dovecot']:.1f} s = {total:.1f} s; on {cores} cores at least"
+              f" {total / cores:.1f} s, so a ratio of at most"
+              f" {n / (total / cores) / r['raw_rate']:.2f})", flush=True)
         if r["report"]["sent"] != n or r["received"] != n:
             print(f"  ! expected {n} replies, {r['report']['sent']} sent, {r['received']} received")
     if len(results) > 1:
