@@ -400,6 +400,41 @@ class WorkerLock:
         self.release()
 
 
+class SentJournal:
+    """Outbox rows the relay accepted while a backlog was being applied, written the moment it
+    said 250 by the thread that sends alongside (outbox.Alongside). A file of its own beside the
+    database: this write never waits for the apply's write lock, so the window in which a crash
+    makes a mail go out twice stays as short as when sending after the apply. Whoever sends next
+    folds it into the outbox first (outbox.fold_sent_journal)."""
+
+    def __init__(self, db_path: str | os.PathLike):
+        self.path = sent_journal_path(db_path)
+        self.conn = sqlite3.connect(self.path, isolation_level=None,
+                                    timeout=BUSY_TIMEOUT_MS / 1000)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS sent (outbox_id INTEGER PRIMARY KEY,"
+                          " sent_at TEXT NOT NULL)")
+
+    def add(self, outbox_id: int, now: dt.datetime) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO sent (outbox_id, sent_at) VALUES (?, ?)",
+                          (outbox_id, iso(now)))
+
+    def entries(self) -> list[tuple[int, dt.datetime]]:
+        return [(i, dt.datetime.fromisoformat(at)) for i, at in
+                self.conn.execute("SELECT outbox_id, sent_at FROM sent ORDER BY outbox_id")]
+
+    def clear(self) -> None:
+        self.conn.execute("DELETE FROM sent")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def sent_journal_path(db_path: str | os.PathLike) -> Path:
+    return Path(os.fspath(db_path) + ".sent")
+
+
 def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> int:
     """A consistent copy through SQLite's online backup, safe while the worker writes."""
     target = Path(target)
@@ -646,12 +681,13 @@ class Store:
             (priority, *after, iso(now), limit),
         ).fetchall()
 
-    def mark_sent(self, outbox_id: int, now: dt.datetime):
-        self.conn.execute(
+    def mark_sent(self, outbox_id: int, now: dt.datetime) -> int:
+        """1 if the row was pending and is now sent, 0 if it was already recorded."""
+        return self.conn.execute(
             "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1,"
             " last_error = NULL WHERE id = ? AND state = 'pending'",
             (iso(now), outbox_id),
-        )
+        ).rowcount
 
     def mark_retry(self, outbox_id: int, error: str, next_attempt_at: dt.datetime):
         self.conn.execute(
