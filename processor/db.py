@@ -671,14 +671,12 @@ class Store:
             (iso(now), limit),
         ).fetchall()
 
-    def due_mail_after(self, now: dt.datetime, priority: int, after: tuple[str, int],
-                       limit: int) -> list[sqlite3.Row]:
-        """Due mail of one priority queued after `after` (order_key, id), in queue order."""
+    def due_mail_of(self, now: dt.datetime, priority: int, limit: int) -> list[sqlite3.Row]:
+        """The head of one priority's queue: due mail in the order of what it answers."""
         return self.conn.execute(
             "SELECT * FROM outbox WHERE state = 'pending' AND priority = ?"
-            " AND (order_key, id) > (?, ?) AND next_attempt_at <= ?"
-            " ORDER BY order_key, id LIMIT ?",
-            (priority, *after, iso(now), limit),
+            " AND next_attempt_at <= ? ORDER BY order_key, id LIMIT ?",
+            (priority, iso(now), limit),
         ).fetchall()
 
     def mark_sent(self, outbox_id: int, now: dt.datetime) -> int:

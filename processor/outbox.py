@@ -214,13 +214,13 @@ class Alongside:
     """Sends the replies of a backlog while it is still being applied, instead of after its last
     mail (issue 8): the first to write hear back first, and the relay's time overlaps ours.
 
-    A thread sends, in the order the replies were queued (the order their mails arrived), only
-    replies: reminders and the digest wait for the poll's own flush, behind every reply. The
-    moment the relay says 250 the thread writes it in the sent journal (db.SentJournal, a file
-    of its own, so it never waits for the apply's write lock); the applying thread records every
-    answer in the outbox between two mails (`record`). So a crash makes at most the one mail
-    whose 250 was on its way go out twice, as when sending after the apply.
-    Everything it did not reach, or that failed, is left to the poll's flush.
+    A thread sends only replies, always the head of their queue (a promotion queued now, for
+    someone who signed up early, goes before later arrivals): reminders and the digest wait for
+    the poll's own flush, behind every reply. The moment the relay says 250 the thread writes it
+    in the sent journal (db.SentJournal, a file of its own, so it never waits for the apply's
+    write lock); the applying thread records every answer in the outbox between two mails
+    (`record`). So a crash makes at most the one mail whose 250 was on its way go out twice, as
+    when sending after the apply. What it did not reach, or that failed, is left to the flush.
     """
 
     WAIT_SECONDS = 0.02   # how often an idle sender looks for new replies
@@ -232,6 +232,7 @@ class Alongside:
         self.pacer = pacer or pacer_for(settings)
         self.report = FlushReport()
         self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._recorded: collections.deque[int] = collections.deque()  # ids now in the outbox
         self._stop = threading.Event()
         self._lock = _send_lock(store)
         self._thread: threading.Thread | None = None
@@ -242,19 +243,23 @@ class Alongside:
         except AlreadyRunning:
             self.report.busy = True     # another process sends; the poll's flush will see it too
             return self
+        self._interval = sys.getswitchinterval()
         try:
             fold_sent_journal(self.store)
+            self._stop.clear()
+            # The applying thread is busy in Python most of the time; by default it would keep
+            # the interpreter up to 5 ms while the sender waits to write down a 250 (measured:
+            # p90 2.3 ms), and a crash in that wait sends the mail twice. Switching more often
+            # keeps it short (p90 0.6 ms).
+            sys.setswitchinterval(SWITCH_SECONDS)
+            self._thread = threading.Thread(target=self._send, name="send-alongside",
+                                            daemon=True)
+            self._thread.start()
         except BaseException:
+            self._thread = None
+            sys.setswitchinterval(self._interval)
             self._lock.release()
             raise
-        self._stop.clear()
-        # The applying thread is busy in Python most of the time; by default it would keep the
-        # interpreter up to 5 ms while the sender waits to write down a 250 (measured: p90 2.3 ms),
-        # and a crash in that wait sends the mail twice. Switching more often keeps it short.
-        self._interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_SECONDS)
-        self._thread = threading.Thread(target=self._send, name="send-alongside", daemon=True)
-        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -272,7 +277,8 @@ class Alongside:
             self._lock.release()
 
     def record(self) -> None:
-        """What the relay answered since the last call, in one transaction (applying thread)."""
+        """What the relay answered since the last call, in one transaction (applying thread).
+        If the transaction fails, the answers wait for the next call."""
         answers = []
         while True:
             try:
@@ -282,51 +288,84 @@ class Alongside:
         if not answers:
             return
         now = self.clock.now()
-        with self.store.transaction():
-            for row, result in answers:
-                if result.status == "throttled":
-                    self.store.mark_throttled(row["id"], result.detail)
-                    self.report.throttled += 1
-                else:
-                    _record_one(self.store, self.settings, row, result, now, self.report)
+        counted = FlushReport()
+        try:
+            with self.store.transaction():
+                for row, result in answers:
+                    if result.status == "throttled":
+                        self.store.mark_throttled(row["id"], result.detail)
+                        counted.throttled += 1
+                    else:
+                        _record_one(self.store, self.settings, row, result, now, counted)
+        except BaseException:
+            for answer in answers:
+                self._answers.put(answer)
+            raise
+        self.report = self.report.add(counted)
+        self._recorded.extend(row["id"] for row, _ in answers)
 
     def _send(self) -> None:
-        reader = Store(db.connect(self.store.path))
-        journal = db.SentJournal(self.store.path)
-        after = ("", 0)      # (order_key, id) of the last reply tried
+        reader = journal = None
+        # Answered here but maybe not yet in the outbox, where they still look due.
+        unrecorded: set[int] = set()
         try:
+            reader = Store(db.connect(self.store.path))
+            journal = db.SentJournal(self.store.path)
             with _lazy(self.connect, self.settings) as conn:
                 while not self._stop.is_set():
-                    rows = reader.due_mail_after(self.clock.now(), REPLY_PRIORITY, after, PAGE)
+                    while self._recorded:
+                        unrecorded.discard(self._recorded.popleft())
+                    rows = [r for r in reader.due_mail_of(self.clock.now(), REPLY_PRIORITY,
+                                                          PAGE + len(unrecorded))
+                            if r["id"] not in unrecorded]
                     if not rows:
                         self._stop.wait(self.WAIT_SECONDS)
                         continue
                     for row in rows:
                         if self._stop.is_set():
                             return
-                        if not self.pacer.wait(self.pacer.clock() + self.WAIT_SECONDS):
-                            self._stop.wait(self.WAIT_SECONDS)
-                            break   # not yet: ask again, this row first
-                        result = conn.get().send(row["raw"], row["sender"],
-                                                 json.loads(row["recipients"]))
-                        if result.status == "sent":
-                            journal.add(row["id"], self.clock.now())
-                            self.pacer.sent(row["id"])
-                        elif result.status == "throttled" and self.pacer.throttled(row["id"]):
-                            self._answers.put((row, result))
-                            log.info("relay throttles (%s): pausing %.0f s, then at most %d a"
-                                     " window", result.detail, self.pacer.window, self.pacer.limit)
-                            break   # the row keeps its place: tried again after the pause
-                        self._answers.put((row, result))
-                        after = (row["order_key"], row["id"])
+                        if wait := self._not_yet():
+                            self._stop.wait(wait)
+                            break   # ask again: the head of the queue may have changed
+                        if not self._send_one(conn, journal, row, unrecorded):
+                            break
         except smtp.SmtpUnavailable as exc:
             # The poll's flush tries again, and reports it if the relay is still away.
             log.warning("SMTP unavailable while sending alongside the backlog: %s", exc)
         except Exception:
             log.exception("sending alongside the backlog stopped; the poll's flush sends the rest")
         finally:
-            journal.close()
-            reader.conn.close()
+            if journal is not None:
+                journal.close()
+            if reader is not None:
+                reader.conn.close()
+
+    def _send_one(self, conn, journal, row, unrecorded: set[int]) -> bool:
+        """Send one reply and pass the relay's answer on; False when the queue should be read
+        again first (the relay asked us to slow down)."""
+        result = conn.get().send(row["raw"], row["sender"], json.loads(row["recipients"]))
+        if result.status == "throttled":
+            if self.pacer.throttled(row["id"]):
+                self._answers.put((row, result))   # it keeps its place: tried after the pause
+                log.info("relay throttles (%s): pausing %.0f s, then at most %d a window",
+                         result.detail, self.pacer.window, self.pacer.limit)
+                return False
+            # Refused this often in a row: that mail's problem, retried like any 4xx (as in flush).
+            result = smtp.Result("temporary", result.detail)
+        unrecorded.add(row["id"])
+        # The queue first: it cannot fail, so a journal that cannot be written (disk full)
+        # stops this thread without the answer being lost and the mail sent again.
+        self._answers.put((row, result))
+        if result.status == "sent":
+            self.pacer.sent(row["id"])
+            journal.add(row["id"], self.clock.now())
+        return True
+
+    def _not_yet(self) -> float:
+        """0 if the pacer lets the next mail go now, else how long to wait (a second at most,
+        so that the end of the backlog is noticed)."""
+        now = self.pacer.clock()
+        return max(0.0, min(self.pacer.next_at() - now, 1.0))
 
 
 def fold_sent_journal(store: Store) -> int:

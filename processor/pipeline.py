@@ -408,6 +408,8 @@ def poll(store: Store, settings: Settings, clock: Clock, *, mailbox_factory=Mail
                          **flush_kwargs))
     except (DatabaseUnavailable, sqlite3.Error) as exc:
         report.database_error = str(exc)
+        if report.flush is None:
+            report.flush = sending.report   # what went out alongside before the error
         log.error("database unavailable; nothing was half applied, retrying at the next poll: %s",
                   exc)
     record_health(store, report, clock.now())

@@ -7,14 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sqlite3
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from processor import db, outbox, pipeline, readahead
 from processor.clock import Clock
-from tests.desk import desk_settings
-from tests.test_desk import NOW, append_out_of_order, people
+from tests.desk import desk_settings, signup
+from tests.test_desk import NOW, START, append_out_of_order, people
+from tests.test_waitlist import CANCEL, plain_mail
 
 BACKLOG = 40
 
@@ -88,8 +91,13 @@ def test_each_reply_the_relay_accepted_is_on_record_before_the_next_goes_out(
                 ids |= {i for (i,) in conn.execute("SELECT outbox_id FROM sent")}
         return ids
 
+    during_apply = []
+
     def look(envelope):
         unrecorded.append(len(smtp_server.messages) - len(on_record()))
+        with sqlite3.connect(store.path) as conn:
+            during_apply.append(conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE state = 'new'").fetchone()[0] > 0)
         return None   # accept
 
     smtp_server.set_responder(look)
@@ -98,6 +106,7 @@ def test_each_reply_the_relay_accepted_is_on_record_before_the_next_goes_out(
 
     assert report.flush.sent == BACKLOG and len(unrecorded) == BACKLOG
     assert max(unrecorded) == 0, unrecorded
+    assert any(during_apply)   # this is about sending alongside, not the flush after it
     # All of it is in the outbox now; the journal has served and is empty.
     assert {r["state"] for r in store.outbox_rows()} == {"sent"}
     assert db.SentJournal(store.path).entries() == []
@@ -251,7 +260,7 @@ def test_looking_for_replies_to_send_uses_the_outbox_index(tmp_path):
     store = db.Store(db.connect(tmp_path / "state.sqlite"))
     seen: list[str] = []
     store.conn.set_trace_callback(seen.append)
-    store.due_mail_after(dt.datetime(2018, 5, 20, tzinfo=dt.timezone.utc), 0, ("", 0), 50)
+    store.due_mail_of(dt.datetime(2018, 5, 20, tzinfo=dt.timezone.utc), 0, 50)
     store.conn.set_trace_callback(None)
     [sql] = [s for s in seen if "FROM outbox" in s]
     plan = " | ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
@@ -280,3 +289,137 @@ def test_a_small_poll_sends_after_applying_as_before(dovecot, smtp_server, tmp_p
     report = pipeline.poll(store, settings, Clock(NOW.now()))
 
     assert started == [] and report.flush.sent == 5
+
+
+def wait_in_apply(monkeypatch, after: int, until, timeout: float = 10) -> None:
+    """Hold the apply step after its `after`-th mail until `until()` (or `timeout`): a backlog
+    then lasts long enough for the sending thread to do what a test looks at."""
+    applied = []
+    apply_one = pipeline.apply_one
+
+    def apply_then_wait(*args, **kwargs):
+        state = apply_one(*args, **kwargs)
+        applied.append(state)
+        if len(applied) == after:
+            deadline = time.monotonic() + timeout
+            while not until() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return state
+
+    monkeypatch.setattr(pipeline, "apply_one", apply_then_wait)
+
+
+def test_a_promotion_during_a_backlog_goes_before_the_replies_to_later_arrivals(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(readahead, "MIN_BACKLOG", 10)
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    first = people(61)
+    for i, (name, email, org) in enumerate(first[:21]):   # 20 seats, one waiting
+        dovecot.append(signup(name, email, org, date=START), START + dt.timedelta(minutes=i))
+    pipeline.poll(store, settings, NOW)
+    waiting = first[20][1]
+    leaving_name, leaving = first[0][:2]
+    smtp_server.clear()
+
+    # The backlog: 40 signups, and the fifth mail to arrive is a cancellation.
+    later = START + dt.timedelta(days=1)
+    for i, (name, email, org) in enumerate(first[21:]):
+        at = later + dt.timedelta(minutes=i if i < 4 else i + 1)
+        dovecot.append(signup(name, email, org, date=at), at)
+    dovecot.append(plain_mail(leaving_name, leaving, "Afmelding", CANCEL.format(name=leaving_name),
+                              date=later), later + dt.timedelta(minutes=4))
+    wait_in_apply(monkeypatch, 10, lambda: len(smtp_server.messages) >= 6)
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert report.applied == 41 and report.flush.sent == 42   # 40 + cancelled + promoted
+    order = recipients(smtp_server)
+    promoted = order.index(waiting)
+    assert smtp_server.messages[promoted].message["Subject"].strip().startswith("Er is een plaats")
+    # Everyone who wrote after the cancellation hears back after the promoted person, whose
+    # reply answers her own signup of the day before.
+    after_cancel = [email for _, email, _ in first[25:]]
+    assert all(order.index(e) > promoted for e in after_cancel)
+    assert sorted(order) == sorted([*[e for _, e, _ in first[21:]], leaving, waiting])
+
+
+def test_a_mail_the_relay_throttles_again_and_again_is_retried_later_not_kept_first(
+        backlog, dovecot, smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    stuck = in_arrival[2]
+    smtp_server.set_responder(
+        lambda envelope: "451 4.7.0 Too many messages, slow down"
+        if stuck in envelope.rcpt_tos else None)
+    tries = lambda: sum(stuck in a.rcpt_tos for a in smtp_server.attempts)  # noqa: E731
+    wait_in_apply(monkeypatch, 10, lambda: tries() >= outbox.MAX_THROTTLES_PER_MAIL)
+    # A short window: three pauses of 50 ms instead of three minutes.
+    pacer = outbox.Pacer(0, window_seconds=0.05)
+
+    report = pipeline.poll(store, settings, NOW, pacer=pacer)
+
+    assert tries() == outbox.MAX_THROTTLES_PER_MAIL
+    [row] = [r for r in store.outbox_rows() if stuck in r["recipients"]]
+    # From the third refusal on it is an ordinary retry: an attempt, and a later slot.
+    assert row["state"] == "pending" and row["attempts"] == 1
+    assert row["next_attempt_at"] > NOW.now().isoformat() and "4.7.0" in row["last_error"]
+    assert report.flush.sent == BACKLOG - 1 and report.flush.retried == 1
+    assert recipients(smtp_server) == [e for e in in_arrival if e != stuck]
+
+
+def test_a_sent_journal_that_cannot_be_written_sends_nothing_twice(
+        backlog, dovecot, smtp_server, monkeypatch, caplog):
+    store, in_arrival = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    add = db.SentJournal.add
+    calls = []
+
+    def full_disk(self, outbox_id, now):
+        calls.append(outbox_id)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        return add(self, outbox_id, now)
+
+    monkeypatch.setattr(db.SentJournal, "add", full_disk)
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert len(calls) >= 3
+    assert recipients(smtp_server) == in_arrival   # each once, in arrival order
+    assert report.flush.sent == BACKLOG
+    assert {r["state"] for r in store.outbox_rows()} == {"sent"}
+    assert "sending alongside the backlog stopped" in caplog.text
+
+
+def test_a_database_error_in_the_middle_of_a_backlog_keeps_what_was_sent_and_frees_the_relay(
+        backlog, dovecot, smtp_server, monkeypatch):
+    store, in_arrival = backlog
+    settings = unpaced(dovecot, smtp_server, monkeypatch)
+    interval = sys.getswitchinterval()
+    applied = []
+    apply_one = pipeline.apply_one
+
+    def locked_at_the_tenth(*args, **kwargs):
+        if len(applied) == 9:
+            smtp_server.wait_for(3)
+            raise sqlite3.OperationalError("database is locked")
+        applied.append(apply_one(*args, **kwargs))
+        return applied[-1]
+
+    monkeypatch.setattr(pipeline, "apply_one", locked_at_the_tenth)
+
+    report = pipeline.poll(store, settings, NOW)
+
+    assert "database is locked" in report.database_error
+    sent_before = len(smtp_server.messages)
+    assert report.flush.sent == sent_before >= 3
+    assert sys.getswitchinterval() == interval
+    lock = db.WorkerLock("", path=Path(store.path + ".send.lock"), what="the outbox").acquire()
+    lock.release()
+
+    monkeypatch.setattr(pipeline, "apply_one", apply_one)
+    again = pipeline.poll(store, settings, NOW)
+
+    assert again.database_error is None and again.applied == BACKLOG - 9
+    assert recipients(smtp_server) == in_arrival   # each once, in arrival order
