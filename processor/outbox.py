@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -371,11 +372,19 @@ class Alongside:
 def fold_sent_journal(store: Store) -> int:
     """Record in the outbox what the sent journal holds (a crash left it there), then empty it.
     Called by whoever holds the send lock, before sending anything."""
-    if not db.sent_journal_path(store.path).exists():
+    path = db.sent_journal_path(store.path)
+    if not path.exists():
         return 0
-    journal = db.SentJournal(store.path)
     try:
+        journal = db.SentJournal(store.path)
         entries = journal.entries()
+    except sqlite3.DatabaseError as exc:
+        # Sending on could repeat what it holds; a person decides (it holds at most the few
+        # mails of the moment before a crash, all the rest is in the outbox already).
+        raise sqlite3.DatabaseError(
+            f"the sent journal {path} cannot be read ({exc}); nothing is sent until it is"
+            " repaired or moved aside, which may send the few mails it held again") from exc
+    try:
         folded = 0
         if entries:
             with store.transaction():

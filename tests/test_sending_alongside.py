@@ -423,3 +423,22 @@ def test_a_database_error_in_the_middle_of_a_backlog_keeps_what_was_sent_and_fre
 
     assert again.database_error is None and again.applied == BACKLOG - 9
     assert recipients(smtp_server) == in_arrival   # each once, in arrival order
+
+
+def test_a_sent_journal_that_cannot_be_read_stops_sending_and_says_which_file(
+        tmp_path, smtp_server):
+    settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    with store.transaction():
+        store.queue_mail(kind="confirmation", priority=0, order_key="2018-05-14T09:00:00",
+                         sender="desk@vlaanderen.be", recipients=["p@stad.be"],
+                         message_id="<c@test>", raw=b"Subject: c\r\n\r\nc\r\n",
+                         registration_id=None, source_message=None, now=NOW.now())
+    journal = db.sent_journal_path(store.path)
+    journal.write_bytes(b"not a database, but 200 bytes of something else " * 4)
+
+    with pytest.raises(sqlite3.DatabaseError, match="the sent journal .*state.sqlite.sent"):
+        outbox.flush(store, settings, NOW.now())
+
+    assert smtp_server.messages == []
+    assert [r["state"] for r in store.outbox_rows()] == ["pending"]
