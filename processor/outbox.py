@@ -272,8 +272,12 @@ class Alongside:
         sys.setswitchinterval(self._interval)
         try:
             self.record()
-            # Every answer is in the outbox now: the journal's copy has served.
-            fold_sent_journal(self.store)
+            # Every answer the thread journaled is in the outbox now: the copy has served.
+            journal = db.SentJournal(self.store.path)
+            try:
+                journal.clear()
+            finally:
+                journal.close()
         finally:
             self._lock.release()
 
@@ -375,10 +379,13 @@ def fold_sent_journal(store: Store) -> int:
     path = db.sent_journal_path(store.path)
     if not path.exists():
         return 0
+    journal = None
     try:
         journal = db.SentJournal(store.path)
         entries = journal.entries()
     except sqlite3.DatabaseError as exc:
+        if journal is not None:
+            journal.close()
         # Sending on could repeat what it holds; a person decides (it holds at most the few
         # mails of the moment before a crash, all the rest is in the outbox already).
         raise sqlite3.DatabaseError(
