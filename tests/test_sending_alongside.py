@@ -5,7 +5,10 @@ a relay that is down, busy or refusing loses nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import signal
+import subprocess
 import sqlite3
 import sys
 import time
@@ -15,8 +18,8 @@ import pytest
 
 from processor import db, outbox, pipeline, readahead
 from processor.clock import Clock
-from tests.desk import desk_settings, signup
-from tests.test_desk import NOW, START, append_out_of_order, people
+from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
+from tests.test_desk import NOW, START, append_out_of_order, people, write_config
 from tests.test_waitlist import CANCEL, plain_mail
 
 BACKLOG = 40
@@ -442,3 +445,36 @@ def test_a_sent_journal_that_cannot_be_read_stops_sending_and_says_which_file(
 
     assert smtp_server.messages == []
     assert [r["state"] for r in store.outbox_rows()] == ["pending"]
+
+
+@pytest.mark.slow
+def test_stopping_the_worker_during_a_backlog_loses_nothing_and_sends_nothing_twice(
+        dovecot, smtp_server, tmp_path):
+    """`systemctl stop` while replies go out alongside a backlog: the worker stops cleanly
+    (the thread is stopped, its answers recorded, the send lock freed), and the next run
+    answers everyone else, each once."""
+    cfg = write_config(tmp_path, dovecot, smtp_server)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("max_per_minute = 30",
+                                                           "max_per_minute = 0"),
+                   encoding="utf-8")
+    count = readahead.MIN_BACKLOG + 60
+    persons = people(count)
+    for i, (name, email, org) in enumerate(persons):
+        dovecot.append(signup(name, email, org, date=START), START + dt.timedelta(seconds=i))
+    env = dict(os.environ, LEERNETWERK_IMAP_PASSWORD=dovecot.password)
+    args = ["--config", str(cfg), "--db", str(tmp_path / "state.sqlite"),
+            "--now", "2018-05-20T12:00:00+02:00"]
+    worker = WorkerProcess(args, env=env, log=tmp_path / "worker.log")
+    smtp_server.wait_for(5, timeout=60)
+
+    out = worker.stop(signal.SIGTERM)
+
+    assert worker.returncode == 0 and "worker stopped" in out, out
+    done = subprocess.run([sys.executable, "-m", "processor", "poll", *args], cwd=PROJECT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    participants = [m for m in smtp_server.messages
+                    if "duurzameontwikkeling@vlaanderen.be" not in m.rcpt_tos]
+    assert sorted(m.rcpt_tos[0] for m in participants) == sorted(e for _, e, _ in persons)
+    assert len({m.message["Message-ID"] for m in participants}) == count
+    assert db.SentJournal(tmp_path / "state.sqlite").entries() == []
