@@ -104,7 +104,8 @@ def child(spec_path: str) -> None:
 
 
 def _report_phases(pipeline) -> None:
-    """--phases: the clock and the peak RSS after each step of the poll, on stderr."""
+    """--phases: the clock, this process's CPU time and its peak RSS after each step of the
+    poll, on stderr."""
     start = time.perf_counter()
 
     def wrap(module, name):
@@ -114,7 +115,7 @@ def _report_phases(pipeline) -> None:
             result = step(*args, **kwargs)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             sys.stderr.write(f"  {name:<15} done at {time.perf_counter() - start:6.1f} s,"
-                             f" peak RSS {peak:.1f} MiB\n")
+                             f" CPU {time.process_time():6.1f} s, peak RSS {peak:.1f} MiB\n")
             return result
         setattr(module, name, timed)
 
