@@ -15,9 +15,7 @@ import argparse
 import datetime as dt
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _servers as S  # noqa: E402
 
+from tests.desk import WorkerProcess  # noqa: E402
 from tests.test_desk import write_config  # noqa: E402
 
 
@@ -57,14 +56,10 @@ def main() -> int:
             S.SmtpServer() as smtp:
         cfg = config_file(Path(tmp), dovecot, smtp, not args.no_idle, args.max_per_minute)
         env = dict(os.environ, LEERNETWERK_IMAP_PASSWORD=dovecot.password)
-        # The log goes to a file: a pipe nobody reads until the end fills up (64 KiB) and then
-        # blocks the worker's next log line, and with it the poll.
-        log_path = Path(tmp) / "worker.log"
-        log_file = log_path.open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "processor", "run", "--config", str(cfg), "--db",
-             str(Path(tmp) / "state.sqlite")],
-            cwd=S.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        # Its log goes to a file (WorkerProcess): a pipe read only at the end fills up and
+        # then blocks the worker mid-poll.
+        worker = WorkerProcess(["--config", str(cfg), "--db", str(Path(tmp) / "state.sqlite")],
+                               env=env, log=Path(tmp) / "worker.log")
         try:
             time.sleep(3)  # the worker's first poll and its IDLE session
             client = dovecot.client(timeout=60)
@@ -83,21 +78,14 @@ def main() -> int:
                    and time.monotonic() < deadline):
                 time.sleep(0.1)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-            log_file.close()
-            err = log_path.read_bytes()
+            err = worker.stop(timeout=60)
         latencies = []
         for m in smtp.messages:
             for rcpt in m.rcpt_tos:
                 if rcpt in appended:
                     latencies.append((m.received_at - appended.pop(rcpt)).total_seconds())
     if len(latencies) < 2:
-        print(f"only {len(latencies)} replies arrived; worker log:\n{err.decode()[-3000:]}")
+        print(f"only {len(latencies)} replies arrived; worker log:\n{err[-3000:]}")
         return 1
     q = statistics.quantiles(latencies, n=100)
     print(f"{args.count} signups at {args.rate:g}/s, IDLE {'off' if args.no_idle else 'on'}, "
@@ -106,7 +94,7 @@ def main() -> int:
           f"max {max(latencies):.2f} s (goal p95 ≤ 2 s)")
     if len(latencies) < args.count:
         print(f"{args.count - len(latencies)} signups got no reply in time; the worker's log ends:"
-              f"\n{err.decode()[-3000:]}")
+              f"\n{err[-3000:]}")
     return 0 if q[94] <= 2.0 and len(latencies) == args.count else 1
 
 

@@ -341,9 +341,10 @@ def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollRe
     # replies already queued go out meanwhile (`sending`).
     total = store.new_message_count()
     backlog = total >= readahead.MIN_BACKLOG
+    sending = sending if backlog else None
     done = 0
     with Reader(options, lambda i: store.message(i)["raw"], helper=backlog) as reader, \
-            (sending if backlog and sending else contextlib.nullcontext()):
+            (sending or contextlib.nullcontext()):
         while not should_stop():
             ids = store.new_message_ids(limit=PAGE)
             if not ids:

@@ -20,6 +20,7 @@ from processor import db, outbox, pipeline, readahead
 from processor.clock import Clock
 from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import NOW, START, append_out_of_order, people, write_config
+from tests.test_relay import FakeTime, queue
 from tests.test_waitlist import CANCEL, plain_mail
 
 BACKLOG = 40
@@ -119,15 +120,7 @@ def test_a_reply_the_journal_holds_after_a_crash_is_recorded_and_never_sent_agai
         tmp_path, smtp_server, caplog):
     settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
     store = db.Store(db.connect(tmp_path / "state.sqlite"))
-    with store.transaction():
-        for i in range(3):
-            store.queue_mail(
-                kind="confirmation", priority=0, order_key=f"2018-05-14T09:00:0{i}",
-                sender="desk@vlaanderen.be", recipients=[f"p{i}@stad.be"],
-                message_id=f"<c{i}@test>", raw=(
-                    f"From: desk@vlaanderen.be\r\nTo: p{i}@stad.be\r\nSubject: c{i}\r\n"
-                    f"Message-ID: <c{i}@test>\r\n\r\nc{i}\r\n").encode(),
-                registration_id=None, source_message=None, now=NOW.now())
+    queue(store, 3)
     # The worker died after the relay's 250 for the first two, before the outbox knew.
     [first, second, third] = [r["id"] for r in store.outbox_rows()]
     journal = db.SentJournal(store.path)
@@ -148,15 +141,8 @@ def test_reminders_and_the_digest_queued_before_a_backlog_go_after_every_reply(
         backlog, dovecot, smtp_server, monkeypatch):
     store, in_arrival = backlog
     settings = unpaced(dovecot, smtp_server, monkeypatch)
-    with store.transaction():
-        for kind, priority in (("digest", 2), ("reminder", 1)):
-            store.queue_mail(
-                kind=kind, priority=priority, order_key="2018-05-01T00:00:00",
-                sender="desk@vlaanderen.be", recipients=[f"{kind}@vlaanderen.be"],
-                message_id=f"<{kind}@test>", raw=(
-                    f"From: desk@vlaanderen.be\r\nTo: {kind}@vlaanderen.be\r\n"
-                    f"Subject: {kind}\r\nMessage-ID: <{kind}@test>\r\n\r\n{kind}\r\n").encode(),
-                registration_id=None, source_message=None, now=NOW.now())
+    queue(store, 1, priority=2, kind="digest", to="digest@vlaanderen.be")
+    queue(store, 1, priority=1, kind="reminder", to="reminder@vlaanderen.be")
 
     report = pipeline.poll(store, settings, NOW)
 
@@ -217,19 +203,6 @@ def test_a_refused_address_is_recorded_and_explained_and_the_rest_go_out(
     [event] = store.conn.execute(
         "SELECT reason FROM events WHERE action = 'reply_failed'").fetchall()
     assert "refused permanently" in event["reason"] and "5.1.1" in event["reason"]
-
-
-class FakeTime:
-    """The pacer's and the relay's clock: only sleeping moves it, so a minute passes at once."""
-
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def test_a_throttling_relay_slows_the_backlog_down_and_each_reply_keeps_its_place(
@@ -432,11 +405,7 @@ def test_a_sent_journal_that_cannot_be_read_stops_sending_and_says_which_file(
         tmp_path, smtp_server):
     settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
     store = db.Store(db.connect(tmp_path / "state.sqlite"))
-    with store.transaction():
-        store.queue_mail(kind="confirmation", priority=0, order_key="2018-05-14T09:00:00",
-                         sender="desk@vlaanderen.be", recipients=["p@stad.be"],
-                         message_id="<c@test>", raw=b"Subject: c\r\n\r\nc\r\n",
-                         registration_id=None, source_message=None, now=NOW.now())
+    queue(store, 1)
     journal = db.sent_journal_path(store.path)
     journal.write_bytes(b"not a database, but 200 bytes of something else " * 4)
 
