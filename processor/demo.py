@@ -59,19 +59,19 @@ def sample_signups(count: int, start: dt.datetime, seed: int = 2018) -> list[tup
         people.append((f"{first} {last}", f"{local}@{domain}", org))
     mails = []
     arrival = start
-    for i, (name, email, org) in enumerate(people):
+    for i, (name, mail_address, org) in enumerate(people):
         arrival += dt.timedelta(minutes=rnd.randint(1, 40), seconds=rnd.randint(0, 59))
         # The sender's clock is wrong by up to two hours either way: it must not matter.
         claimed = arrival + dt.timedelta(minutes=rnd.randint(-120, 120))
         msg = EmailMessage(policy=SMTP)
-        username, _, domain = email.partition("@")
+        username, _, domain = mail_address.partition("@")
         msg["From"] = Address(name, username, domain)
         msg["To"] = "duurzameontwikkeling@vlaanderen.be"
         msg["Subject"] = rnd.choice(["Inschrijving Leernetwerk SDG", "inschrijving",
                                      "Leernetwerk Sustainable Development Goals"])
         msg["Date"] = format_datetime(claimed)
         msg["Message-ID"] = make_msgid(idstring=f"demo{i}", domain=domain)
-        msg.set_content(rnd.choice(BODIES).format(name=name, org=org, email=email))
+        msg.set_content(rnd.choice(BODIES).format(name=name, org=org, email=mail_address))
         mails.append((bytes(msg), arrival))
     rnd.shuffle(mails)  # appended out of order; INTERNALDATE decides
     return mails

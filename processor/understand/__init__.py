@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
-from pathlib import Path
 
 from .attachments import attachment_text
 from .authentication import verdict
