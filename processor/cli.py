@@ -210,11 +210,16 @@ def cmd_poll(args, settings) -> int:
 def cmd_backup(args, settings) -> int:
     conn = db.connect(args.db)
     try:
-        pages = db.backup(conn, args.target)
+        done = db.backup(conn, args.target)
     except (FileExistsError, OSError) as exc:
         print(f"leernetwerk backup: {exc}", file=sys.stderr)
         return 1
-    print(f"copied {args.db} to {args.target} ({pages} pages, integrity ok)")
+    journal = (f"; {done.journaled} reply(ies) from the sent journal recorded as sent in the copy"
+               if done.journaled else "")
+    print(f"copied {args.db} to {args.target} ({done.pages} pages, integrity ok{journal})")
+    if done.journal_error:
+        print(f"leernetwerk backup: warning: {done.journal_error}; the copy does not record the"
+              " replies it held", file=sys.stderr)
     return 0
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -405,7 +406,10 @@ class SentJournal:
     said 250 by the thread that sends alongside (outbox.Alongside). A file of its own beside the
     database: this write never waits for the apply's write lock, so the window in which a crash
     makes a mail go out twice stays as short as when sending after the apply. Whoever sends next
-    folds it into the outbox first (outbox.fold_sent_journal)."""
+    folds it into the outbox first (outbox.fold_sent_journal), and a backup folds it into its copy.
+
+    Each entry names the mail by its Message-ID as well as its row: a journal left beside a
+    database restored from a backup must not mark another mail, which took that row, as sent."""
 
     def __init__(self, db_path: str | os.PathLike):
         self.path = sent_journal_path(db_path)
@@ -414,15 +418,18 @@ class SentJournal:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS sent (outbox_id INTEGER PRIMARY KEY,"
-                          " sent_at TEXT NOT NULL)")
+                          " sent_at TEXT NOT NULL, message_id TEXT)")
+        # A journal a crash left behind under the version before this column.
+        if "message_id" not in {c[1] for c in self.conn.execute("PRAGMA table_info(sent)")}:
+            self.conn.execute("ALTER TABLE sent ADD COLUMN message_id TEXT")
 
-    def add(self, outbox_id: int, now: dt.datetime) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO sent (outbox_id, sent_at) VALUES (?, ?)",
-                          (outbox_id, iso(now)))
+    def add(self, outbox_id: int, message_id: str, now: dt.datetime) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO sent (outbox_id, message_id, sent_at)"
+                          " VALUES (?, ?, ?)", (outbox_id, message_id, iso(now)))
 
-    def entries(self) -> list[tuple[int, dt.datetime]]:
-        return [(i, dt.datetime.fromisoformat(at)) for i, at in
-                self.conn.execute("SELECT outbox_id, sent_at FROM sent ORDER BY outbox_id")]
+    def entries(self) -> list[tuple[int, str | None, dt.datetime]]:
+        return [(i, m, dt.datetime.fromisoformat(at)) for i, m, at in self.conn.execute(
+            "SELECT outbox_id, message_id, sent_at FROM sent ORDER BY outbox_id")]
 
     def clear(self) -> None:
         self.conn.execute("DELETE FROM sent")
@@ -431,19 +438,70 @@ class SentJournal:
         self.conn.close()
 
 
+def read_sent_journal(db_path: str | os.PathLike) -> list[tuple[int, str | None, dt.datetime]]:
+    """What the sent journal beside a database holds; [] if there is none. A journal that cannot
+    be read raises, naming the file and the way out."""
+    path = sent_journal_path(db_path)
+    if not path.exists():
+        return []
+    journal = None
+    try:
+        journal = SentJournal(db_path)
+        return journal.entries()
+    except sqlite3.DatabaseError as exc:
+        # Sending on could repeat what it holds; a person decides (it holds at most the few
+        # mails of the moment before a crash, all the rest is in the outbox already).
+        raise sqlite3.DatabaseError(
+            f"the sent journal {path} cannot be read ({exc}); nothing is sent until it is"
+            " repaired or moved aside, which may send the few mails it held again") from exc
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def record_journaled(store: "Store", entries) -> tuple[int, int]:
+    """Mark sent the outbox rows the journal names (caller holds the transaction): how many
+    were still pending, and how many entries name no mail of this database (ignored)."""
+    folded = foreign = 0
+    for outbox_id, message_id, sent_at in entries:
+        if message_id is not None and not store.holds_mail(outbox_id, message_id):
+            foreign += 1
+            continue
+        folded += store.mark_sent(outbox_id, sent_at)
+    return folded, foreign
+
+
 def sent_journal_path(db_path: str | os.PathLike) -> Path:
     return Path(os.fspath(db_path) + ".sent")
 
 
-def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> int:
-    """A consistent copy through SQLite's online backup, safe while the worker writes."""
+@dataclass(frozen=True)
+class Backup:
+    pages: int
+    journaled: int = 0                 # replies the sent journal held, recorded in the copy
+    journal_error: str | None = None   # the journal could not be read: the copy lacks those
+
+
+def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> Backup:
+    """A consistent copy through SQLite's online backup, safe while the worker writes, with the
+    sent journal folded in, so that a restore does not send those mails again."""
     target = Path(target)
     if target.exists():
         raise FileExistsError(f"{target} exists; choose a new file name")
+    source = Store(conn).path
     partial = target.with_name(target.name + ".partial")
-    dest = sqlite3.connect(partial)
+    dest = sqlite3.connect(partial, isolation_level=None)
     try:
         conn.backup(dest, pages=1024)
+        # Read after the copy: an entry written meanwhile may name a row the copy lacks, which
+        # holds_mail skips; none written before the copy can be missed.
+        try:
+            entries, journal_error = read_sent_journal(source), None
+        except sqlite3.DatabaseError as exc:
+            # The copy of the database is still worth having; the worker will not send either.
+            entries, journal_error = [], str(exc)
+        with transaction(dest):
+            folded, _ = record_journaled(Store(dest), entries)
         check = dest.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(f"the copy failed its integrity check: {check}")
@@ -451,7 +509,7 @@ def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> int:
     finally:
         dest.close()
     partial.rename(target)  # a half-written copy never carries the final name
-    return pages
+    return Backup(pages, folded, journal_error)
 
 
 def _json_list(value) -> str:
@@ -678,6 +736,10 @@ class Store:
             " AND next_attempt_at <= ? ORDER BY order_key, id LIMIT ?",
             (priority, iso(now), limit),
         ).fetchall()
+
+    def holds_mail(self, outbox_id: int, message_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM outbox WHERE id = ? AND message_id = ?",
+                                 (outbox_id, message_id)).fetchone() is not None
 
     def mark_sent(self, outbox_id: int, now: dt.datetime) -> int:
         """1 if the row was pending and is now sent, 0 if it was already recorded."""

@@ -363,7 +363,7 @@ class Alongside:
         self._answers.put((row, result))
         if result.status == "sent":
             self.pacer.sent(row["id"])
-            journal.add(row["id"], self.clock.now())
+            journal.add(row["id"], row["message_id"], self.clock.now())
         return True
 
     def _not_yet(self) -> float:
@@ -376,29 +376,20 @@ class Alongside:
 def fold_sent_journal(store: Store) -> int:
     """Record in the outbox what the sent journal holds (a crash left it there), then empty it.
     Called by whoever holds the send lock, before sending anything."""
-    path = db.sent_journal_path(store.path)
-    if not path.exists():
+    entries = db.read_sent_journal(store.path)
+    if not entries:
         return 0
-    journal = None
+    with store.transaction():
+        folded, foreign = db.record_journaled(store, entries)
+    if folded:
+        log.warning("%d mail(s) the relay had accepted before the worker stopped are now"
+                    " recorded as sent, and not sent again", folded)
+    if foreign:
+        log.warning("%d entr(y/ies) of the sent journal %s name mails this database does not"
+                    " hold (a database restored from a backup?); ignored", foreign,
+                    db.sent_journal_path(store.path))
+    journal = db.SentJournal(store.path)
     try:
-        journal = db.SentJournal(store.path)
-        entries = journal.entries()
-    except sqlite3.DatabaseError as exc:
-        if journal is not None:
-            journal.close()
-        # Sending on could repeat what it holds; a person decides (it holds at most the few
-        # mails of the moment before a crash, all the rest is in the outbox already).
-        raise sqlite3.DatabaseError(
-            f"the sent journal {path} cannot be read ({exc}); nothing is sent until it is"
-            " repaired or moved aside, which may send the few mails it held again") from exc
-    try:
-        folded = 0
-        if entries:
-            with store.transaction():
-                folded = sum(store.mark_sent(outbox_id, sent_at) for outbox_id, sent_at in entries)
-        if folded:
-            log.warning("%d mail(s) the relay had accepted before the worker stopped are now"
-                        " recorded as sent, and not sent again", folded)
         journal.clear()
     finally:
         journal.close()

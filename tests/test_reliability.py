@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from processor import db, organiser, pipeline
+from processor import db, organiser, outbox, pipeline
 from processor.clock import Clock
 from processor.mailbox import Mailbox, worker_lock
 from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import people, write_config
+from tests.test_relay import queue
 from tests.test_waitlist import NOW, START, Desk, plain_mail
 
 
@@ -184,6 +185,45 @@ def test_the_backup_command(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "integrity ok" in result.stdout
+
+
+def test_a_backup_records_the_replies_the_sent_journal_holds(tmp_path, smtp_server):
+    """Taken after a crash during a backlog, before the worker folded its journal: restoring the
+    copy must not send those replies a second time."""
+    settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    queue(store, 3)
+    rows = store.outbox_rows()
+    journal = db.SentJournal(store.path)
+    journal.add(rows[0]["id"], rows[0]["message_id"], START)
+    journal.close()
+
+    result = subprocess.run([sys.executable, "-m", "processor", "backup",
+                             str(tmp_path / "copy.sqlite"), "--db", store.path], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "1 reply(ies) from the sent journal recorded as sent in the copy" in result.stdout
+
+    # The copy, restored in place of the database (without its journal), sends the other two.
+    restored = db.Store(db.connect(tmp_path / "copy.sqlite"))
+    assert outbox.flush(restored, settings, NOW).sent == 2
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["p1@stad.be", "p2@stad.be"]
+    # The live database is not changed by a backup: its own worker folds the journal.
+    assert [r["state"] for r in store.outbox_rows()] == ["pending"] * 3
+
+
+def test_a_backup_is_written_even_when_the_sent_journal_cannot_be_read(tmp_path):
+    db.connect(tmp_path / "state.sqlite")
+    db.sent_journal_path(tmp_path / "state.sqlite").write_bytes(b"not a database " * 40)
+
+    result = subprocess.run([sys.executable, "-m", "processor", "backup",
+                             str(tmp_path / "copy.sqlite"), "--db", str(tmp_path / "state.sqlite")],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0 and "integrity ok" in result.stdout
+    assert "state.sqlite.sent cannot be read" in result.stderr
+    assert "the copy does not record the replies it held" in result.stderr
+    assert (tmp_path / "copy.sqlite").exists()
 
 
 # --- locks --------------------------------------------------------------------------------------

@@ -122,10 +122,11 @@ def test_a_reply_the_journal_holds_after_a_crash_is_recorded_and_never_sent_agai
     store = db.Store(db.connect(tmp_path / "state.sqlite"))
     queue(store, 3)
     # The worker died after the relay's 250 for the first two, before the outbox knew.
-    [first, second, third] = [r["id"] for r in store.outbox_rows()]
+    rows = store.outbox_rows()
+    [first, second, third] = [r["id"] for r in rows]
     journal = db.SentJournal(store.path)
-    journal.add(first, NOW.now())
-    journal.add(second, NOW.now())
+    journal.add(first, rows[0]["message_id"], NOW.now())
+    journal.add(second, rows[1]["message_id"], NOW.now())
     journal.close()
 
     report = outbox.flush(store, settings, NOW.now())
@@ -135,6 +136,47 @@ def test_a_reply_the_journal_holds_after_a_crash_is_recorded_and_never_sent_agai
         first: "sent", second: "sent", third: "sent"}
     assert "2 mail(s) the relay had accepted before the worker stopped" in caplog.text
     assert db.SentJournal(store.path).entries() == []
+
+
+def test_a_journal_left_beside_a_restored_database_marks_no_other_mail_as_sent(
+        tmp_path, smtp_server, caplog):
+    """Restored from a backup, the database hands the journal's row numbers to new mails: only
+    the Message-ID the relay accepted may be marked sent, or those people never hear back."""
+    settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    queue(store, 2)
+    rows = store.outbox_rows()
+    journal = db.SentJournal(store.path)
+    # The database this journal belonged to had other mails in rows 1 and 2.
+    journal.add(rows[0]["id"], "<another-mail@leernetwerk>", NOW.now())
+    journal.add(rows[1]["id"], rows[1]["message_id"], NOW.now())   # this one was this mail
+    journal.close()
+
+    report = outbox.flush(store, settings, NOW.now())
+
+    assert report.sent == 1 and recipients(smtp_server) == ["p0@stad.be"]
+    assert {r["state"] for r in store.outbox_rows()} == {"sent"}
+    assert "1 entr(y/ies) of the sent journal" in caplog.text and "ignored" in caplog.text
+    assert db.SentJournal(store.path).entries() == []
+
+
+def test_a_journal_written_before_it_named_the_message_id_is_still_folded(
+        tmp_path, smtp_server):
+    """A crash under the previous version left a journal of row numbers only: an upgrade must
+    not send those mails again."""
+    settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
+    store = db.Store(db.connect(tmp_path / "state.sqlite"))
+    queue(store, 2)
+    first = store.outbox_rows()[0]["id"]
+    with sqlite3.connect(db.sent_journal_path(store.path)) as old:
+        old.execute("CREATE TABLE sent (outbox_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL)")
+        old.execute("INSERT INTO sent VALUES (?, ?)", (first, NOW.now().isoformat()))
+    old.close()
+
+    report = outbox.flush(store, settings, NOW.now())
+
+    assert report.sent == 1 and recipients(smtp_server) == ["p1@stad.be"]
+    assert {r["state"] for r in store.outbox_rows()} == {"sent"}
 
 
 def test_reminders_and_the_digest_queued_before_a_backlog_go_after_every_reply(
@@ -351,11 +393,11 @@ def test_a_sent_journal_that_cannot_be_written_sends_nothing_twice(
     add = db.SentJournal.add
     calls = []
 
-    def full_disk(self, outbox_id, now):
+    def full_disk(self, outbox_id, message_id, now):
         calls.append(outbox_id)
         if len(calls) == 3:
             raise sqlite3.OperationalError("database or disk is full")
-        return add(self, outbox_id, now)
+        return add(self, outbox_id, message_id, now)
 
     monkeypatch.setattr(db.SentJournal, "add", full_disk)
 
