@@ -476,13 +476,13 @@ def sent_journal_path(db_path: str | os.PathLike) -> Path:
 
 
 @dataclass(frozen=True)
-class Backup:
+class BackupResult:
     pages: int
     journaled: int = 0                 # replies the sent journal held, recorded in the copy
     journal_error: str | None = None   # the journal could not be read: the copy lacks those
 
 
-def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> Backup:
+def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> BackupResult:
     """A consistent copy through SQLite's online backup, safe while the worker writes, with the
     sent journal folded in, so that a restore does not send those mails again."""
     target = Path(target)
@@ -509,7 +509,7 @@ def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> Backup:
     finally:
         dest.close()
     partial.rename(target)  # a half-written copy never carries the final name
-    return Backup(pages, folded, journal_error)
+    return BackupResult(pages, folded, journal_error)
 
 
 def _json_list(value) -> str:
