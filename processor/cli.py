@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -211,15 +212,18 @@ def cmd_backup(args, settings) -> int:
     conn = db.connect(args.db)
     try:
         done = db.backup(conn, args.target)
-    except (FileExistsError, OSError) as exc:
-        print(f"leernetwerk backup: {exc}", file=sys.stderr)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"leernetwerk backup: {exc}; no copy was written", file=sys.stderr)
         return 1
     journal = (f"; {done.journaled} reply(ies) from the sent journal recorded as sent in the copy"
                if done.journaled else "")
     print(f"copied {args.db} to {args.target} ({done.pages} pages, integrity ok{journal})")
     if done.journal_error:
-        print(f"leernetwerk backup: warning: {done.journal_error}; the copy does not record the"
-              " replies it held", file=sys.stderr)
+        # The copy is kept, but the timer must not look green: a person should know.
+        print(f"leernetwerk backup: {done.journal_error}. The copy was written but does not"
+              " record the replies the journal held: restoring it may send those few replies"
+              " again.", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -438,9 +438,18 @@ class SentJournal:
         self.conn.close()
 
 
+class UnreadableJournal(sqlite3.DatabaseError):
+    """The sent journal exists but cannot be read; `reason` is what SQLite (or the file) said."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(
+            f"the sent journal {path} cannot be read ({reason}); nothing is sent until it is"
+            " repaired or moved aside, which may send the few mails it held again")
+
+
 def read_sent_journal(db_path: str | os.PathLike) -> list[tuple[int, str | None, dt.datetime]]:
-    """What the sent journal beside a database holds; [] if there is none. A journal that cannot
-    be read raises, naming the file and the way out."""
+    """What the sent journal beside a database holds; [] if there is none."""
     path = sent_journal_path(db_path)
     if not path.exists():
         return []
@@ -448,24 +457,22 @@ def read_sent_journal(db_path: str | os.PathLike) -> list[tuple[int, str | None,
     try:
         journal = SentJournal(db_path)
         return journal.entries()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, ValueError) as exc:
         # Sending on could repeat what it holds; a person decides (it holds at most the few
         # mails of the moment before a crash, all the rest is in the outbox already).
-        raise sqlite3.DatabaseError(
-            f"the sent journal {path} cannot be read ({exc}); nothing is sent until it is"
-            " repaired or moved aside, which may send the few mails it held again") from exc
+        raise UnreadableJournal(path, str(exc)) from exc
     finally:
         if journal is not None:
             journal.close()
 
 
-def record_journaled(store: "Store", entries) -> tuple[int, int]:
+def record_journaled(store: "Store", entries) -> tuple[int, list[tuple[int, str | None]]]:
     """Mark sent the outbox rows the journal names (caller holds the transaction): how many
-    were still pending, and how many entries name no mail of this database (ignored)."""
-    folded = foreign = 0
+    were still pending, and the entries that name no mail of this database (ignored)."""
+    folded, foreign = 0, []
     for outbox_id, message_id, sent_at in entries:
         if message_id is not None and not store.holds_mail(outbox_id, message_id):
-            foreign += 1
+            foreign.append((outbox_id, message_id))
             continue
         folded += store.mark_sent(outbox_id, sent_at)
     return folded, foreign
@@ -484,30 +491,43 @@ class BackupResult:
 
 def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> BackupResult:
     """A consistent copy through SQLite's online backup, safe while the worker writes, with the
-    sent journal folded in, so that a restore does not send those mails again."""
+    sent journal folded in: restoring it does not send again a reply the relay had accepted
+    before the backup began."""
     target = Path(target)
     if target.exists():
         raise FileExistsError(f"{target} exists; choose a new file name")
     source = Store(conn).path
     partial = target.with_name(target.name + ".partial")
-    dest = sqlite3.connect(partial, isolation_level=None)
-    try:
-        conn.backup(dest, pages=1024)
-        # Read after the copy: an entry written meanwhile may name a row the copy lacks, which
-        # holds_mail skips; none written before the copy can be missed.
+    journal_error = None
+    entries: dict[int, tuple] = {}
+
+    def read_journal() -> None:
+        nonlocal journal_error
         try:
-            entries, journal_error = read_sent_journal(source), None
-        except sqlite3.DatabaseError as exc:
-            # The copy of the database is still worth having; the worker will not send either.
-            entries, journal_error = [], str(exc)
-        with transaction(dest):
-            folded, _ = record_journaled(Store(dest), entries)
-        check = dest.execute("PRAGMA integrity_check").fetchone()[0]
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"the copy failed its integrity check: {check}")
-        pages = dest.execute("PRAGMA page_count").fetchone()[0]
-    finally:
-        dest.close()
+            entries.update((entry[0], entry) for entry in read_sent_journal(source))
+        except UnreadableJournal as exc:
+            journal_error = f"the sent journal {exc.path} cannot be read ({exc.reason})"
+
+    try:
+        dest = sqlite3.connect(partial, isolation_level=None)
+        try:
+            # Read before the copy too: the worker may record an entry in the outbox after the
+            # copy's snapshot and clear the journal before the read after it. A reply accepted
+            # during the copy is like one accepted after it: the copy cannot know.
+            read_journal()
+            conn.backup(dest, pages=1024)
+            read_journal()
+            with transaction(dest):
+                folded, _ignored = record_journaled(Store(dest), entries.values())
+            check = dest.execute("PRAGMA integrity_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"the copy failed its integrity check: {check}")
+            pages = dest.execute("PRAGMA page_count").fetchone()[0]
+        finally:
+            dest.close()
+    except BaseException:
+        partial.unlink(missing_ok=True)   # no half-made copy left beside the backups
+        raise
     partial.rename(target)  # a half-written copy never carries the final name
     return BackupResult(pages, folded, journal_error)
 

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import queue
-import sqlite3
 import sys
 import threading
 import time
@@ -385,9 +384,11 @@ def fold_sent_journal(store: Store) -> int:
         log.warning("%d mail(s) the relay had accepted before the worker stopped are now"
                     " recorded as sent, and not sent again", folded)
     if foreign:
+        # Named, so that a person can tell who may hear from us twice after a restore.
         log.warning("%d entr(y/ies) of the sent journal %s name mails this database does not"
-                    " hold (a database restored from a backup?); ignored", foreign,
-                    db.sent_journal_path(store.path))
+                    " hold (a database restored from a backup?); ignored: %s", len(foreign),
+                    db.sent_journal_path(store.path),
+                    ", ".join(f"row {i} {m}" for i, m in foreign))
     journal = db.SentJournal(store.path)
     try:
         journal.clear()
