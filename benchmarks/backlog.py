@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/backlog.py                       # N = 1,000 and 5,000 (a few minutes)
     .venv/bin/python benchmarks/backlog.py --sizes 1000,5000,20000   # the full set of issue 8
     .venv/bin/python benchmarks/backlog.py --sizes 2000 --profile out.html   # pyinstrument (bench extra)
+    .venv/bin/python benchmarks/backlog.py --sizes 5000 --repeat 3    # median and spread of the ratio
 
 For each N: a fresh Dovecot and aiosmtpd; N signups appended; the raw limit (imapclient fetching
 the same mails in batches, then one SMTP connection sending N small mails) measured before and
@@ -19,6 +20,7 @@ import os
 import pickle
 import resource
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,12 +172,15 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--phases", action="store_true",
                         help="print the time and peak RSS after each step of the poll")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="polls per N; with more than one, the median and the spread of the"
+                             " ratio are printed too (this VM's speed drifts by a fifth)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") for _ in range(max(1, args.repeat))]
     results = []
     print(f"{'N':>7} {'poll s':>8} {'mails/s':>8} {'raw/s':>8} {'ratio':>6} {'peak RSS':>9}"
           f" {'sent':>7}  (raw = IMAP fetch s + SMTP send s)")
@@ -205,12 +210,21 @@ def main() -> int:
               f" {n / cpu['worker'] / r['raw_rate']:.2f} at most)", flush=True)
         if r["report"]["sent"] != n or r["received"] != n:
             print(f"  ! expected {n} replies, {r['report']['sent']} sent, {r['received']} received")
-    if len(results) > 1:
-        a, b = results[0], results[-1]
-        grow = b["n"] / a["n"]
-        print(f"growth from N={a['n']} to N={b['n']} (×{grow:g}): time ×{b['poll_s'] / a['poll_s']:.2f}"
-              f" (linear: ×{grow:g}), peak RSS ×{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}"
-              f" (flat: ×1)")
+    by_n = {n: [r for r in results if r["n"] == n] for n in dict.fromkeys(sizes)}
+    if args.repeat > 1:
+        for n, runs in by_n.items():
+            ratios = sorted(r["ratio"] for r in runs)
+            print(f"N={n}: ratio median {statistics.median(ratios):.2f}"
+                  f" ({ratios[0]:.2f}–{ratios[-1]:.2f} over {len(runs)} polls)")
+    if len(by_n) > 1:
+        (first, a_runs), (last, b_runs) = list(by_n.items())[0], list(by_n.items())[-1]
+        grow = last / first
+        poll_a = statistics.median(r["poll_s"] for r in a_runs)
+        poll_b = statistics.median(r["poll_s"] for r in b_runs)
+        rss_a = statistics.median(r["peak_rss_mib"] for r in a_runs)
+        rss_b = statistics.median(r["peak_rss_mib"] for r in b_runs)
+        print(f"growth from N={first} to N={last} (×{grow:g}): time ×{poll_b / poll_a:.2f}"
+              f" (linear: ×{grow:g}), peak RSS ×{rss_b / rss_a:.2f} (flat: ×1)")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
