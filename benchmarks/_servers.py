@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,9 +62,45 @@ def settings_from(raw: dict) -> config.Settings:
     return config.from_dict(raw, ROOT / "config" / "leernetwerk.toml")
 
 
-def peak_rss_mib_from_rusage(usage) -> float:
-    # ru_maxrss is in KiB on Linux.
-    return usage.ru_maxrss / 1024
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's own peak RSS (VmHWM). Not ru_maxrss: a child started with vfork and exec
+    (subprocess, multiprocessing's spawn) inherits its parent's peak there, so a benchmark
+    whose parent keeps every mail the SMTP server received would report the parent's size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024   # kB
+    raise OSError(f"no VmHWM in /proc/{pid}/status")
+
+
+class ChildrenPeak:
+    """The highest VmHWM of this process's children while it runs (the helper that reads mail
+    ahead), sampled every `interval` seconds; a peak in the last interval may be missed."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.mib = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self):
+        me = os.getpid()
+        while not self._stop.wait(self.interval):
+            try:
+                children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    self.mib = max(self.mib, peak_rss_mib(child))
+                except OSError:
+                    pass   # it ended meanwhile
 
 
 def tree_cpu_seconds(pid: int) -> float:

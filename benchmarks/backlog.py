@@ -8,7 +8,8 @@
 For each N: a fresh Dovecot and aiosmtpd; N signups appended; the raw limit (imapclient fetching
 the same mails in batches, then one SMTP connection sending N small mails) measured before and
 after one poll (fetch → apply → mark → send), which runs in a child process so that its peak RSS
-is its own. The better of the two raw runs counts: this machine's speed drifts.
+(VmHWM, read from /proc: ru_maxrss would include this process's, which holds the received
+mails) is its own. The better of the two raw runs counts: this machine's speed drifts.
 Goals (issue 8): ratio ≥ 0.5, time linear in N, peak RSS < 150 MB and flat in N.
 """
 
@@ -71,8 +72,8 @@ def run_child(raw: dict, db: Path, profile: str | None,
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"the poll failed (exit {proc.returncode})")
-    return (seconds, S.peak_rss_mib_from_rusage(usage), json.loads(out.decode().splitlines()[-1]),
-            usage.ru_utime + usage.ru_stime)
+    report = json.loads(out.decode().splitlines()[-1])
+    return seconds, report["peak_rss_mib"], report, usage.ru_utime + usage.ru_stime
 
 
 def child(spec_path: str) -> None:
@@ -89,18 +90,19 @@ def child(spec_path: str) -> None:
         from pyinstrument import Profiler
         profiler = Profiler(interval=0.002)
         profiler.start()
-    report = pipeline.poll(store, settings, Clock(S.NOW))
+    with S.ChildrenPeak() as helper_peak:
+        report = pipeline.poll(store, settings, Clock(S.NOW))
     if profiler:
         profiler.stop()
         Path(spec["profile"]).write_text(profiler.output_html())
         sys.stderr.write(profiler.output_text(unicode=True, color=False, show_all=False))
     flush = report.flush
-    # The helper that reads mail ahead is this process's child: its own peak, once it ended.
+    # The helper that reads mail ahead is this process's child: its CPU, once it ended.
     helper = resource.getrusage(resource.RUSAGE_CHILDREN)
-    helper_mib = helper.ru_maxrss / 1024
     print(json.dumps({"fetched": report.fetched, "applied": report.applied,
                       "helper_cpu_s": helper.ru_utime + helper.ru_stime,
-                      "read_ahead": report.read_ahead, "helper_peak_rss_mib": helper_mib,
+                      "peak_rss_mib": S.peak_rss_mib(),
+                      "read_ahead": report.read_ahead, "helper_peak_rss_mib": helper_peak.mib,
                       "quarantined": report.quarantined, "marked": report.marked,
                       "sent": flush.sent if flush else 0, "summary": report.summary()}))
 
@@ -115,7 +117,7 @@ def _report_phases(pipeline) -> None:
 
         def timed(*args, **kwargs):
             result = step(*args, **kwargs)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak = S.peak_rss_mib()
             sys.stderr.write(f"  {name:<15} done at {time.perf_counter() - start:6.1f} s,"
                              f" CPU {time.process_time():6.1f} s, peak RSS {peak:.1f} MiB\n")
             return result
