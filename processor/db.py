@@ -466,6 +466,14 @@ def read_sent_journal(db_path: str | os.PathLike) -> list[tuple[int, str | None,
             journal.close()
 
 
+def clear_sent_journal(db_path: str | os.PathLike) -> None:
+    journal = SentJournal(db_path)
+    try:
+        journal.clear()
+    finally:
+        journal.close()
+
+
 def record_journaled(store: "Store", entries) -> tuple[int, list[tuple[int, str | None]]]:
     """Mark sent the outbox rows the journal names (caller holds the transaction): how many
     were still pending, and the entries that name no mail of this database (ignored)."""

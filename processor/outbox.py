@@ -272,11 +272,7 @@ class Alongside:
         try:
             self.record()
             # Every answer the thread journaled is in the outbox now: the copy has served.
-            journal = db.SentJournal(self.store.path)
-            try:
-                journal.clear()
-            finally:
-                journal.close()
+            db.clear_sent_journal(self.store.path)
         finally:
             self._lock.release()
 
@@ -389,11 +385,7 @@ def fold_sent_journal(store: Store) -> int:
                     " hold (a database restored from a backup?); ignored: %s", len(foreign),
                     db.sent_journal_path(store.path),
                     ", ".join(f"row {i} {m}" for i, m in foreign))
-    journal = db.SentJournal(store.path)
-    try:
-        journal.clear()
-    finally:
-        journal.close()
+    db.clear_sent_journal(store.path)
     return folded
 
 
