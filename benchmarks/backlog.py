@@ -77,7 +77,8 @@ def run_child(raw: dict, db: Path, profile: str | None,
 
 
 def child(spec_path: str) -> None:
-    from processor import db, pipeline
+    from processor.store import db
+    from processor.desk import pipeline
     from processor.clock import Clock
 
     spec = pickle.loads(Path(spec_path).read_bytes())

@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _servers as S  # noqa: E402
 
-from processor import compose, samples  # noqa: E402
+from processor.mail import compose
+from processor.demo import samples
 from tests.desk import base_config  # noqa: E402
 
 TO = ("Jeroen Vandenbroucke", "jeroen.vandenbroucke@gent.be")

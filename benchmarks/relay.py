@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _servers as S  # noqa: E402
 
-from processor import db, outbox, pipeline  # noqa: E402
+from processor.store import db
+from processor.desk import outbox, pipeline
 from processor.clock import Clock, iso  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from processor.cli import main
+from processor.commands.cli import main
 
 # Guarded: a helper process (spawn) imports this module again and must not run the command.
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from processor import checkconfig, cli, samples
+from processor.commands import checkconfig, cli
+from processor.demo import samples
 from tests.desk import PROJECT, desk_settings
 from tests.servers import free_port
 from tests.test_desk import write_config

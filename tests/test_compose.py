@@ -10,7 +10,7 @@ import shutil
 import jinja2
 import pytest
 
-from processor import compose
+from processor.mail import compose
 from tests.desk import desk_settings
 
 NOW = dt.datetime(2018, 5, 20, 10, 0, tzinfo=dt.timezone.utc)

@@ -106,7 +106,7 @@ def test_the_password_comes_from_the_named_environment_variable(tmp_path, monkey
 
 
 def test_the_cli_reports_a_config_error_and_exits_2(tmp_path, capsys):
-    from processor.cli import main
+    from processor.commands.cli import main
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[event]\nname = 'x'\n", encoding="utf-8")

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from processor import db, pipeline
+from processor.store import db
+from processor.desk import pipeline
 from processor.clock import Clock
 from tests.desk import PROJECT, desk_settings, signup
 
@@ -171,11 +172,11 @@ def test_a_late_mail_with_an_older_arrival_queues_by_arrival_but_takes_no_given_
 
 KILL_AFTER_COMMIT = """
 import os, signal, sys
-from processor import outbox
+from processor.desk import outbox
 def die(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)
 outbox.flush = die
-from processor.cli import main
+from processor.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -18,7 +18,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from processor import config, db, digest, organiser, outbox, pipeline
+from processor import config
+from processor.store import db
+from processor.desk import digest, organiser, outbox, pipeline, review
 from tests.desk import PROJECT, WorkerProcess, desk_settings
 from tests.test_desk import run_cli, write_config
 from tests.test_waitlist import CANCEL, Desk, plain_mail
@@ -237,7 +239,7 @@ def test_the_next_day_lists_only_what_happened_since_and_a_restart_sends_nothing
     desk.arrival = at(21, 10)
     desk.arrive(signup_mail("Ivo De Smet", "ivo.desmet@gent.be", "Stad Gent"))
     desk.poll(at(21, 10, 30))
-    question = [i for i in organiser.review_items(desk.store) if i["state"] == "review"][0]
+    question = [i for i in review.review_items(desk.store) if i["state"] == "review"][0]
     organiser.resolve(desk.store, desk.settings, message_id=question["id"], as_kind="nothing",
                       person=None, now=at(21, 11))
 
@@ -322,7 +324,7 @@ def test_print_and_json_preview_change_nothing(quiet_desk, smtp_server, tmp_path
     settings, path, store = quiet_desk
     organiser.register(store, settings, name="Ann", email="ann@gent.be", organisation=None,
                        now=at(20, 15))
-    from processor import cli
+    from processor.commands import cli
 
     cfg = PROJECT / "config" / "leernetwerk.toml"  # a preview talks to no server
     assert cli.main(["digest", "--now", "2018-05-21T08:00", "--config", str(cfg), "--db",
@@ -421,7 +423,7 @@ def test_the_worker_sends_todays_digest_at_start_and_a_restarted_worker_not_agai
 
 
 def test_reminders_caught_up_late_need_a_person(quiet_desk, smtp_server):
-    from processor import reminders
+    from processor.desk import reminders
 
     settings, path, store = quiet_desk
     organiser.register(store, settings, name="Ann", email="ann@gent.be", organisation=None,

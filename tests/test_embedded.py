@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import imapclient
 import pytest
 
-from processor.embedded import append_messages, embedded_imap, embedded_smtp
+from processor.demo.embedded import append_messages, embedded_imap, embedded_smtp
 
 BRUSSELS = timezone(timedelta(hours=2))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from processor import cli, db, health, pipeline
+from processor.commands import cli, health
+from processor.store import db
+from processor.desk import pipeline
 from processor.clock import Clock, iso
 from tests.desk import desk_settings, signup
 

@@ -9,7 +9,7 @@ import icalendar
 import pytest
 import vobject
 
-from processor import ical
+from processor.mail import ical
 from tests.desk import desk_settings
 from tests.test_reminders import PEOPLE, Desk, local
 

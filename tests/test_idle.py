@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from processor import mailbox
+from processor.mail import imap
 from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import write_config
 
@@ -78,14 +78,14 @@ def test_mail_arriving_while_the_worker_idles_is_answered_within_seconds_and_aft
 def test_the_watcher_tells_new_mail_from_quiet_and_notices_a_hang_up(dovecot, smtp_server,
                                                                     monkeypatch):
     settings = desk_settings(dovecot, smtp_server, monkeypatch, mailbox={"idle": True})
-    with mailbox.Watcher(settings.mailbox) as watcher:
+    with imap.Watcher(settings.mailbox) as watcher:
         assert watcher.can_idle
         assert watcher.wait(0.2) is False
         dovecot.append(signup("Ann Peeters", "ann@gent.be", "Stad Gent", date=ARRIVED), ARRIVED)
         assert watcher.wait(5) is True
         for pid in imap_processes(dovecot):
             os.kill(pid, signal.SIGKILL)
-        with pytest.raises(mailbox.MailboxError):
+        with pytest.raises(imap.MailboxError):
             for _ in range(50):  # idle_check alone would answer [] for ever
                 watcher.wait(0.1)
 
@@ -93,7 +93,7 @@ def test_the_watcher_tells_new_mail_from_quiet_and_notices_a_hang_up(dovecot, sm
 def test_the_idle_session_is_renewed(dovecot, smtp_server, monkeypatch):
     settings = desk_settings(dovecot, smtp_server, monkeypatch,
                              mailbox={"idle": True, "idle_renew_seconds": 1})
-    with mailbox.Watcher(settings.mailbox) as watcher:
+    with imap.Watcher(settings.mailbox) as watcher:
         watcher.wait(0.1)
         first = watcher.idling_since
         time.sleep(1.1)
@@ -116,9 +116,9 @@ def test_idle_settings_are_validated_naming_file_and_key(value, problem):
 def test_a_server_without_idle_leaves_the_worker_polling(dovecot, smtp_server, monkeypatch):
     import threading
 
-    from processor import worker
+    from processor.desk import worker
     settings = desk_settings(dovecot, smtp_server, monkeypatch, mailbox={"idle": True})
-    monkeypatch.setattr(mailbox.Watcher, "can_idle", property(lambda self: False))
+    monkeypatch.setattr(imap.Watcher, "can_idle", property(lambda self: False))
     woken = []
     worker.idle_loop(settings, threading.Event(), lambda: woken.append(1))  # returns at once
     assert woken == []

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 
-from processor import cli, logs, progress
+from processor.commands import cli
+from processor import logs, progress
 from tests.desk import PROJECT
 from tests.test_desk import write_config
 
@@ -75,7 +76,7 @@ def test_poll_logs_json_lines_to_stderr(dovecot, smtp_server, tmp_path):
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert lines, done.stderr
     warning = next(r for r in lines if r["level"] == "WARNING")
-    assert warning["logger"] == "processor.pipeline"
+    assert warning["logger"] == "processor.desk.pipeline"
     assert warning["message"].startswith("mailbox unavailable")
     assert "\r" not in done.stderr  # no progress bar in a log stream
 

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from processor import db, pipeline
+from processor.store import db
+from processor.desk import pipeline
 from processor.clock import Clock
-from processor.mailbox import Mailbox, MailboxError
+from processor.mail.imap import Mailbox, MailboxError
 from tests.desk import desk_settings, signup
 
 START = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
@@ -184,7 +185,7 @@ def test_marking_thousands_of_mails_stays_within_the_servers_command_length(desk
 
 
 def test_uid_sets_are_written_as_ranges():
-    from processor.mailbox import uid_set
+    from processor.mail.imap import uid_set
 
     assert uid_set([7, 1, 2, 3]) == "1:3,7"
     assert uid_set([5]) == "5"

@@ -18,7 +18,10 @@ import imapclient
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from processor import config, db, oauth, pipeline
+from processor import config
+from processor.store import db
+from processor.mail import oauth
+from processor.desk import pipeline
 from processor.clock import Clock
 from tests.desk import PROJECT, base_config, desk_settings, signup
 from tests.oauth_server import TokenService

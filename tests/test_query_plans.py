@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from processor import db, pipeline
+from processor.store import db
+from processor.desk import pipeline
 from tests.desk import desk_settings, signup
 from tests.test_desk import NOW, START, people
 

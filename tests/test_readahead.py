@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from processor import db, pipeline, readahead
+from processor.store import db
+from processor.desk import pipeline, readahead
 from processor.clock import Clock
-from processor.readahead import Reader, Unreadable
+from processor.desk.readahead import Reader, Unreadable
 from processor.understand import understand
 from tests.desk import desk_settings, signup
 
@@ -143,8 +144,8 @@ def test_a_worker_killed_outright_leaves_no_helper_behind(tmp_path):
     # A worker that is SIGKILLed (or killed by the OOM killer) cannot stop its helper itself.
     script = (
         "import sys, time\n"
-        "from processor import pipeline\n"
-        "from processor.readahead import Reader\n"
+        "from processor.desk import pipeline\n"
+        "from processor.desk.readahead import Reader\n"
         "from tests.desk import desk_settings\n"
         "if __name__ == '__main__':\n"
         "    options = pipeline.understanding_options(desk_settings())\n"
@@ -218,8 +219,8 @@ def test_the_helper_logs_in_the_workers_format(tmp_path):
     # With --log-format json the journal gets one JSON object per line, from the helper too.
     script = (
         "import logging\n"
-        "from processor import logs, readahead\n"
-        "from processor.readahead import Reader\n"
+        "from processor import logs\nfrom processor.desk import readahead\n"
+        "from processor.desk.readahead import Reader\n"
         "from processor.understand.model import Options\n"
         "def warn():\n"
         "    logging.getLogger('processor.understand').warning('a mail the parser chokes on')\n"

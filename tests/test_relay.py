@@ -6,9 +6,11 @@ import datetime as dt
 
 import pytest
 
-from processor import config, db, outbox
+from processor import config
+from processor.store import db
+from processor.desk import outbox
 from processor.clock import iso
-from processor.smtp import is_throttle
+from processor.mail.smtp import is_throttle
 from tests.desk import PROJECT, base_config, desk_settings
 
 NOW = dt.datetime(2018, 5, 20, 10, 0, tzinfo=dt.timezone.utc)

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from processor import db, organiser, outbox, pipeline
+from processor.store import db
+from processor.desk import organiser, outbox, pipeline, review
 from processor.clock import Clock
-from processor.mailbox import Mailbox, worker_lock
+from processor.mail.imap import Mailbox, worker_lock
 from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import people, write_config
 from tests.test_relay import queue
@@ -313,7 +314,7 @@ def test_a_poison_mail_is_shown_for_review_and_rerun_after_a_fix(desk, smtp_serv
     monkeypatch.setattr(pipeline.registry, "register",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("a bug")))
     desk.poll()
-    [item] = organiser.review_items(desk.store)
+    [item] = review.review_items(desk.store)
     assert item["state"] == "quarantined"
     assert any("a bug" in r for r in item["reasons"])
     assert item["command"] == f"leernetwerk retry {item['id']}"
@@ -321,7 +322,7 @@ def test_a_poison_mail_is_shown_for_review_and_rerun_after_a_fix(desk, smtp_serv
     monkeypatch.setattr(pipeline.registry, "register", real)        # the fix
     organiser.retry(desk.store, message_id=item["id"], now=NOW)
     desk.poll()
-    assert organiser.review_items(desk.store) == []
+    assert review.review_items(desk.store) == []
     assert [m.rcpt_tos for m in smtp_server.messages] == [("ann@stad.be",)]
 
 
@@ -336,7 +337,7 @@ def test_a_mail_over_the_size_limit_is_not_downloaded_and_goes_to_review(
     assert big["truncated"] == 1 and big["size"] > 150_000 and len(big["raw"]) < 5_000
     assert big["state"] == "review"
     assert [m.rcpt_tos for m in smtp_server.messages] == [("klein@stad.be",)]
-    [item] = organiser.review_items(desk.store)
+    [item] = review.review_items(desk.store)
     assert item["id"] == big["id"]
 
 
@@ -439,7 +440,7 @@ def test_a_forged_cancellation_changes_nothing_and_waits_for_a_person(desk, smtp
 
     assert desk.status()[email]["status"] == "confirmed"
     assert len(smtp_server.messages) == 1                 # the forger got no answer either
-    [item] = organiser.review_items(desk.store)
+    [item] = review.review_items(desk.store)
     assert any("vervalst" in r for r in item["reasons"])
 
 
@@ -474,12 +475,12 @@ def test_a_mail_naming_a_crowd_mails_nobody_until_a_person_resolves_it(desk, smt
     desk.poll()
     assert smtp_server.messages == []
     assert desk.store.conn.execute("SELECT COUNT(*) FROM registrations").fetchone()[0] == 0
-    [item] = organiser.review_items(desk.store)
+    [item] = review.review_items(desk.store)
     assert item["command"] == f"leernetwerk resolve {item['id']} --as registration"
 
 
 def test_a_capped_sender_is_mentioned_in_the_digest(desk, smtp_server):
-    from processor import digest
+    from processor.desk import digest
 
     for _ in range(7):
         desk.arrive(signup("Ann Peeters", "ann@stad.be", "Stad Gent", date=START))

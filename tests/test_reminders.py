@@ -12,7 +12,10 @@ from zoneinfo import ZoneInfo
 import icalendar
 import pytest
 
-from processor import cli, config, db, outbox, pipeline, reminders
+from processor.commands import cli
+from processor import config
+from processor.store import db
+from processor.desk import outbox, pipeline, reminders
 from processor.clock import Clock
 from tests.desk import PROJECT, base_config, desk_settings, signup
 

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from processor import cli, pipeline, reprocess
+from processor.commands import cli
+from processor.desk import pipeline, reprocess
 from processor.understand import understand as real_understand
 from tests.desk import signup
 from tests.test_waitlist import NOW, START, Desk

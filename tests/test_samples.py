@@ -9,7 +9,11 @@ import shutil
 
 import pytest
 
-from processor import cli, compose, config, registry, reminders, samples
+from processor.commands import cli
+from processor.mail import compose
+from processor import config
+from processor.desk import registry, reminders
+from processor.demo import samples
 from processor.clock import iso
 from processor.understand.model import Participant
 from tests.desk import PROJECT, desk_settings
@@ -97,7 +101,7 @@ def test_run_refuses_to_start_with_a_broken_template(tmp_path, monkeypatch, caps
     settings = samples.with_templates(config.load(PROJECT / "config" / "leernetwerk.toml"), folder)
     monkeypatch.setattr(config, "load", lambda path=None: settings)
     started = []
-    monkeypatch.setattr("processor.worker.run", lambda *a: started.append(a))
+    monkeypatch.setattr("processor.desk.worker.run", lambda *a: started.append(a))
     with pytest.raises(SystemExit) as stop:
         cli.main(["run", "--db", str(tmp_path / "state.sqlite")])
     assert stop.value.code == 2

@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from processor import db, outbox, registry
-from processor.smtp import Connection, SmtpUnavailable
+from processor.store import db
+from processor.desk import outbox, registry
+from processor.mail.smtp import Connection, SmtpUnavailable
 from processor.understand.model import Participant
 from tests.desk import desk_settings
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from processor import db, outbox, pipeline, readahead
+from processor.store import db
+from processor.desk import outbox, pipeline, readahead
 from processor.clock import Clock
 from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
 from tests.test_desk import NOW, START, append_out_of_order, people, write_config

@@ -11,7 +11,8 @@ from email.utils import format_datetime, make_msgid
 
 import pytest
 
-from processor import db, organiser, pipeline
+from processor.store import db
+from processor.desk import organiser, pipeline, review
 from processor.clock import Clock
 from processor.understand.model import Participant
 from tests.desk import PROJECT, desk_settings, signup
@@ -56,7 +57,7 @@ class Desk:
         return pipeline.poll(self.store, self.settings, Clock(now))
 
     def status(self) -> dict:
-        from processor import status
+        from processor.desk import status
 
         return {r["email"]: r for r in status.registry_status(self.store, self.settings)["registrations"]}
 
@@ -152,7 +153,7 @@ def test_a_stranger_cannot_cancel_someone_else(desk):
                            "die kan niet deelnemen.\n\nGroeten\n"))
     desk.poll()
     assert desk.status()[victim]["status"] == "confirmed"
-    assert [i["sender"] for i in organiser.review_items(desk.store)] == ["iemand@elders.be"]
+    assert [i["sender"] for i in review.review_items(desk.store)] == ["iemand@elders.be"]
 
 
 def test_a_substitute_from_the_same_organisation_takes_over_the_seat(desk):
@@ -184,7 +185,7 @@ def test_a_substitute_from_elsewhere_goes_to_review(desk):
     state = desk.status()
     assert state[email]["status"] == "confirmed"
     assert "lies@bedrijf.com" not in state
-    assert len(organiser.review_items(desk.store)) == 1
+    assert len(review.review_items(desk.store)) == 1
 
 
 def test_a_cancellation_from_an_unknown_address_is_answered_and_reviewed(desk):
@@ -193,7 +194,7 @@ def test_a_cancellation_from_an_unknown_address_is_answered_and_reviewed(desk):
     desk.poll()
     [reply] = desk.mails_to("niet.gekend@stad.be")
     assert reply["Subject"].startswith("Geen inschrijving gevonden")
-    [item] = organiser.review_items(desk.store)
+    [item] = review.review_items(desk.store)
     assert item["sender"] == "niet.gekend@stad.be"
 
 
@@ -244,7 +245,7 @@ def test_resolve_keeps_the_arrival_but_bumps_no_one(desk):
                            "Beste,\n\nIk schrijf mijn collega Els Vroeg in voor het leernetwerk.\n"
                            "Haar adres geef ik later door.\n\nGroeten,\nChef Baas\n"), minutes=1)
     sign_up(desk, persons)
-    [item] = [i for i in organiser.review_items(desk.store) if i["sender"] == "chef.baas@gemeente1.be"]
+    [item] = [i for i in review.review_items(desk.store) if i["sender"] == "chef.baas@gemeente1.be"]
 
     result = organiser.resolve(desk.store, desk.settings, message_id=item["id"],
                                as_kind="registration",
@@ -301,11 +302,11 @@ def test_forget_erases_the_person_and_keeps_the_counts(desk):
 
 def test_export_parses_back_into_the_status_rows(desk):
     sign_up(desk, people(22))
-    from processor import status
+    from processor.desk import status
     import csv
     import io
 
-    rows = list(csv.DictReader(io.StringIO(organiser.export_csv(desk.store, desk.settings))))
+    rows = list(csv.DictReader(io.StringIO(status.export_csv(desk.store, desk.settings))))
     expected = status.registry_status(desk.store, desk.settings)["registrations"]
     assert [(r["email"], r["status"], r["position"], r["arrived_at"]) for r in rows] == [
         (e["email"], e["status"], str(e["position"] or ""), e["arrived_at"]) for e in expected]
@@ -373,7 +374,7 @@ def test_settling_a_flagged_signup_that_was_applied_answers_nobody_twice(desk):
     desk.arrive(signup("Ann Peeters", "ann.peeters@gmail.com", "Stad Gent", date=START))
     desk.poll()
     assert len(desk.mails_to("ann.peeters@gmail.com")) == 1
-    [item] = organiser.review_items(desk.store)
+    [item] = review.review_items(desk.store)
     assert item["command"] == f"leernetwerk resolve {item['id']} --as nothing"
     # Even the other choice does not register or answer her a second time.
     result = organiser.resolve(desk.store, desk.settings, message_id=item["id"],

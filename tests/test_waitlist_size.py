@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-from processor import db
+from processor.store import db
 
 T0 = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
 NOW = dt.datetime(2018, 5, 20, 12, 0, tzinfo=dt.timezone.utc)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 from processor.config import Settings
-from processor.db import Store
+from processor.store.db import Store
 
 
 def registry_status(store: Store, settings: Settings) -> dict:
@@ -59,3 +61,18 @@ def as_table(data: dict) -> str:
     for row in table:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
+
+
+CSV_FIELDS = ("status", "position", "arrived_at", "name", "email", "organisation", "charter",
+              "source", "wait_reason")
+
+
+def export_csv(store: Store, settings: Settings) -> str:
+    """The registry for a spreadsheet: the same rows, in the same order, as `status --json`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in registry_status(store, settings)["registrations"]:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS}
+                        | {"charter": "ja" if row.get("charter") else "nee"})
+    return buffer.getvalue()

@@ -17,9 +17,9 @@ from typing import Iterator
 
 from imapclient import IMAPClient
 
-from processor import oauth
+from processor.mail import oauth
 from processor.config import Mailbox as MailboxSettings
-from processor.db import WorkerLock
+from processor.store.db import WorkerLock
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from processor.config import Settings
-from processor.db import Store
+from processor.store.db import Store
 
 LEVELS = ("ok", "degraded", "unhealthy")
 EXIT_CODES = {"ok": 0, "degraded": 1, "unhealthy": 2}

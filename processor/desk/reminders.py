@@ -8,10 +8,10 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from processor import compose, ical
+from processor.mail import compose, ical
 from processor.clock import iso
 from processor.config import Session, Settings
-from processor.db import Store
+from processor.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def queue_due(store: Store, settings: Settings, now: dt.datetime) -> Report:
 
 def run_job(db_path, settings: Settings, now: dt.datetime) -> Report:
     """The scheduler's job: its own connection, so overlapping runs never share one."""
-    from processor import db
+    from processor.store import db
 
     conn = db.connect(db_path)
     try:

@@ -7,7 +7,7 @@ import smtplib
 import socket
 from dataclasses import dataclass
 
-from processor import oauth
+from processor.mail import oauth
 from processor.config import Smtp as SmtpSettings
 
 

@@ -13,10 +13,12 @@ from email.parser import BytesHeaderParser
 
 from babel.dates import format_datetime
 
-from processor import compose, organiser, status
+from processor.mail import compose
+from processor.desk import status
+from processor.desk.review import review_items
 from processor.clock import iso
 from processor.config import Settings
-from processor.db import Store
+from processor.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def _headers(store: Store, message_id: int) -> tuple[str | None, str | None]:
 
 def _review(store: Store, window_messages: set[int]) -> tuple[list[dict], list[dict]]:
     review, quarantined = [], []
-    for item in organiser.review_items(store):
+    for item in review_items(store):
         sender, subject = item["sender"], item["subject"]
         if not sender and not subject:
             sender, subject = _headers(store, item["id"])
@@ -197,7 +199,7 @@ def _late_reminders(settings: Settings, rows) -> list[dict]:
     if not rows:
         return []
     # Imported only here: reminder_late events exist only where the reminders module runs.
-    from processor.reminders import LATE_AFTER
+    from processor.desk.reminders import LATE_AFTER
 
     groups: dict[tuple, list] = {}
     for r in rows:
@@ -298,7 +300,7 @@ def attachment_name(data: dict) -> str:
 def build(store: Store, settings: Settings, data: dict, now: dt.datetime):
     rendered = render(settings, data, now)
     # A byte-order mark, so that Excel opens the UTF-8 names with their accents intact.
-    csv_bytes = ("\ufeff" + organiser.export_csv(store, settings)).encode("utf-8")
+    csv_bytes = ("\ufeff" + status.export_csv(store, settings)).encode("utf-8")
     return compose.build(settings, rendered, to=[(None, a) for a in settings.organisers],
                          auto_submitted="generated", now=now,
                          attachments=[(attachment_name(data), "text", "csv", csv_bytes)])
@@ -353,7 +355,7 @@ def queue(store: Store, settings: Settings, now: dt.datetime) -> Result:
 
 def run_job(db_path, settings: Settings, now: dt.datetime) -> Result:
     """The scheduler's job: its own connection; does nothing before send_time or once recorded."""
-    from processor import db
+    from processor.store import db
 
     if not is_due(settings, now):
         return Result(local_day(settings, now).isoformat(), "not_due")

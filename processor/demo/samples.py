@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jinja2
 
-from processor import compose, ical
+from processor.mail import compose, ical
 from processor.config import Settings
 
 # Every mail the program sends: replies (registry.py), then reminders.py's, then digest.py's.
@@ -43,7 +43,7 @@ def sample_now(settings: Settings) -> dt.datetime:
 
 
 def _session(settings: Settings, index: int, **overrides) -> dict:
-    from processor.reminders import session_context
+    from processor.desk.reminders import session_context
 
     sessions = settings.event.sessions
     return session_context(settings, sessions[min(index, len(sessions) - 1)]) | overrides
@@ -103,7 +103,7 @@ def context(settings: Settings, kind: str, extra: dict, now: dt.datetime) -> dic
 
 def scratch_store():
     """An in-memory database with the real schema; nothing the organisers own is touched."""
-    from processor import db
+    from processor.store import db
 
     return db.Store(db.connect(":memory:"))
 
@@ -127,7 +127,7 @@ def digest_data(settings: Settings, now: dt.datetime) -> dict:
     """The digest's data as digest.contents() computes it, over a sample day in a scratch
     registry: a signup, one on the waiting list, a cancellation, a mail for review, one set
     aside, a refused reply and a bounce. Computed, not written by hand, so it follows digest.py."""
-    from processor import digest
+    from processor.desk import digest
 
     store = scratch_store()
     _seed_digest(store, settings, now)
@@ -211,7 +211,7 @@ def build(settings: Settings, kind: str, *, variant: int = 0,
     extra = options[variant]
     store = scratch_store()
     if kind == "digest":
-        from processor import digest
+        from processor.desk import digest
 
         _seed_digest(store, settings, now)
         return digest.build(store, settings, extra["digest"], now)

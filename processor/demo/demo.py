@@ -15,7 +15,9 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from processor import db, embedded, pipeline, status
+from processor.store import db
+from processor.demo import embedded
+from processor.desk import pipeline, status
 from processor.clock import Clock, parse_moment
 from processor.config import Settings
 

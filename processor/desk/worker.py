@@ -9,8 +9,10 @@ import threading
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from processor import db, mailbox, outbox, pipeline, reminders
-from processor import digest
+from processor.store import db
+from processor.mail import imap
+from processor.desk import outbox, pipeline, reminders
+from processor.desk import digest
 from processor.clock import Clock
 from processor.config import Settings
 
@@ -26,7 +28,7 @@ REMINDER_CHECK_MINUTES = 5
 
 
 def run(settings: Settings, db_path: str, clock: Clock) -> None:
-    with db.WorkerLock(db_path), mailbox.worker_lock(settings.mailbox):
+    with db.WorkerLock(db_path), imap.worker_lock(settings.mailbox):
         store = db.Store(db.connect(db_path))
         stopping = threading.Event()
         scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS)
@@ -118,7 +120,7 @@ def idle_loop(settings: Settings, stopping: threading.Event, wake) -> None:
     pause = 1.0
     while not stopping.is_set():
         try:
-            with mailbox.Watcher(settings.mailbox) as watcher:
+            with imap.Watcher(settings.mailbox) as watcher:
                 if not watcher.can_idle:
                     log.warning("%s offers no IMAP IDLE: polling every %s s instead",
                                 settings.mailbox.host, settings.poll_interval_seconds)
@@ -130,7 +132,7 @@ def idle_loop(settings: Settings, stopping: threading.Event, wake) -> None:
                 while not stopping.is_set():
                     if watcher.wait(IDLE_CHECK_SECONDS):
                         wake()
-        except mailbox.MailboxError as exc:
+        except imap.MailboxError as exc:
             log.warning("IMAP IDLE lost (%s): reconnecting in %.0f s", exc, pause)
             stopping.wait(pause)
             pause = min(pause * 2, IDLE_RECONNECT_MAX_SECONDS)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from processor import db, smtp
+from processor.store import db
+from processor.mail import smtp
 from processor.clock import Clock
 from processor.config import Settings
-from processor.db import AlreadyRunning, Store, WorkerLock
-from processor.registry import REPLY_PRIORITY
+from processor.store.db import AlreadyRunning, Store, WorkerLock
+from processor.desk.registry import REPLY_PRIORITY
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-from processor import organiser, pipeline, registry
+from processor.desk import organiser, pipeline, registry, review
 from processor.config import Settings
-from processor.db import Store
+from processor.store.db import Store
 from processor.understand import understand
 from processor.understand.model import Options, Participant, Reading
 
@@ -144,7 +144,7 @@ def select(store: Store, *, ids: list[int] | None = None, review: bool = False) 
 
 
 def read_again(row, options: Options) -> Mail:
-    old = organiser._stored_reading(row["reading"]) if row["reading"] else None
+    old = review.stored_reading(row["reading"]) if row["reading"] else None
     mail = Mail(id=row["id"], arrived_at=row["arrived_at"], state=row["state"],
                 sender=old.sender if old else None, subject=old.subject if old else "", old=old)
     if row["state"] == "new":

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import getpass
-import io
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from processor import registry, status
+from processor.desk import registry, review
 from processor.config import Settings
-from processor.db import Store
-from processor.understand.model import Participant, Reading
+from processor.store.db import Store
+from processor.understand.model import Participant
 
 RESOLUTIONS = ("registration", "cancellation", "nothing")
 
@@ -125,7 +122,7 @@ def resolve(store: Store, settings: Settings, *, message_id: int, as_kind: str,
         raise OrganiserError(f"mail {message_id} is {message['state']}, not waiting for a person")
     if message["reading"] is None and as_kind != "nothing" and person is None:
         raise OrganiserError(f"mail {message_id} was never understood; give --email (and --name)")
-    reading = _stored_reading(message["reading"])
+    reading = review.stored_reading(message["reading"])
     people = (person,) if person else tuple(p for p in reading.participants if p.email)
     if as_kind != "nothing" and not people:
         raise OrganiserError(f"mail {message_id} names no one with an address; give --email")
@@ -199,60 +196,6 @@ def purge(store: Store, settings: Settings, *, now: dt.datetime, dry_run: bool =
     return act(store, change, dry_run=dry_run)
 
 
-def _stored_reading(text: str | None) -> Reading:
-    if not text:
-        return Reading("other", None, None, "", None, None, (), (), (), True, (), "", True)
-    data = json.loads(text)
-    data["participants"] = tuple(Participant(**p) for p in data.get("participants", ()))
-    data["substitutes"] = tuple(Participant(**p) for p in data.get("substitutes", ()))
-    for key in ("references", "bounced_recipients", "reasons"):
-        data[key] = tuple(data.get(key, ()))
-    known = Reading.__dataclass_fields__
-    return Reading(**{k: v for k, v in data.items() if k in known})
-
-
-def review_items(store: Store) -> list[dict]:
-    """The mails that need a person: who, why, a short excerpt, and the command that settles it."""
-    items = []
-    for row in store.messages_needing_a_person():
-        reading = _stored_reading(row["reading"])
-        why = list(reading.reasons) if row["reading"] else []
-        if row["error"]:
-            why.append(f"fout bij verwerken: {row['error']}")
-        if row["state"] == "quarantined":
-            command = f"leernetwerk retry {row['id']}"
-        elif store.message_was_answered(row["id"]):
-            # Applied already and flagged for a look: settling it must not answer twice.
-            command = f"leernetwerk resolve {row['id']} --as nothing"
-        elif reading.kind == "cancellation":
-            command = f"leernetwerk resolve {row['id']} --as cancellation"
-        elif reading.kind == "registration":
-            command = f"leernetwerk resolve {row['id']} --as registration"
-        else:
-            command = f"leernetwerk resolve {row['id']} --as nothing"
-        items.append({
-            "id": row["id"], "state": row["state"], "kind": reading.kind if row["reading"] else None,
-            "arrived_at": row["arrived_at"], "sender": reading.sender, "subject": reading.subject,
-            "reasons": why, "excerpt": reading.excerpt[:200], "command": command,
-        })
-    return items
-
-
 def history(store: Store, email: str) -> list[dict]:
     return [{"at": r["at"], "actor": r["actor"], "action": r["action"], "reason": r["reason"]}
             for r in store.history(email.lower())]
-
-
-CSV_FIELDS = ("status", "position", "arrived_at", "name", "email", "organisation", "charter",
-              "source", "wait_reason")
-
-
-def export_csv(store: Store, settings: Settings) -> str:
-    """The registry for a spreadsheet: the same rows, in the same order, as `status --json`."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in status.registry_status(store, settings)["registrations"]:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS}
-                        | {"charter": "ja" if row.get("charter") else "nee"})
-    return buffer.getvalue()

@@ -7,8 +7,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from processor import db
-from processor.db import Store
+from processor.store import db
+from processor.commands.common import clock_of
+from processor.store.db import Store
 
 
 def _confirm(question: str) -> bool:
@@ -30,7 +31,7 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--offline", action="store_true",
                    help="check the file and the templates only, no servers")
 
-    from processor.samples import KINDS
+    from processor.demo.samples import KINDS
 
     p = sub.add_parser("preview", help="show a mail as a participant (or organiser) gets it, "
                                        "for a sample person")
@@ -80,7 +81,7 @@ def add_parsers(sub, common) -> None:
 
 def cmd_check_config(args) -> int:
     """Runs before (and instead of) the usual config loading: a broken file is its first finding."""
-    from processor import checkconfig
+    from processor.commands import checkconfig
 
     create = True if args.create_folders else None
     ask = _confirm if (sys.stdin.isatty() and not args.json) else None
@@ -101,10 +102,9 @@ def cmd_check_config(args) -> int:
 # -- preview -------------------------------------------------------------------------------------
 
 def cmd_preview(args, settings) -> int:
-    from processor import samples
-    from processor.cli import _clock
+    from processor.demo import samples
 
-    now = _clock(args, settings).now() if args.now else None
+    now = clock_of(args, settings).now() if args.now else None
     try:
         msg = samples.build(settings, args.kind, variant=args.variant - 1, now=now)
     except IndexError as exc:
@@ -129,7 +129,7 @@ def cmd_preview(args, settings) -> int:
 
 def check_templates_or_exit(settings) -> None:
     """At the start of `run`: a template that cannot render stops the worker before any mail."""
-    from processor import samples
+    from processor.demo import samples
 
     problems = samples.check_templates(settings)
     if problems:
@@ -144,15 +144,14 @@ def check_templates_or_exit(settings) -> None:
 # -- reprocess -----------------------------------------------------------------------------------
 
 def cmd_reprocess(args, settings) -> int:
-    from processor import outbox, pipeline, reprocess
-    from processor.cli import _clock
+    from processor.desk import outbox, pipeline, reprocess
     from processor.progress import Progress
 
     if args.apply and not args.yes and not sys.stdin.isatty():
         print("leernetwerk reprocess: --apply asks per mail on a terminal; without one, add "
               "--yes to confirm every listed change", file=sys.stderr)
         return 2
-    now = _clock(args, settings).now()
+    now = clock_of(args, settings).now()
     store = Store(db.connect(args.db))
     try:
         ids = reprocess.parse_ids(args.ids) if args.ids else None
@@ -205,8 +204,7 @@ def cmd_reprocess(args, settings) -> int:
 # -- health --------------------------------------------------------------------------------------
 
 def cmd_health(args, settings) -> int:
-    from processor import health
-    from processor.cli import _clock
+    from processor.commands import health
 
     if not Path(args.db).exists():
         message = f"no database at {args.db}: the worker never ran here, or --db is wrong"
@@ -223,7 +221,7 @@ def cmd_health(args, settings) -> int:
         max_review=args.max_review)
     try:
         store = Store(db.connect(args.db))
-        result = health.check(store, settings, _clock(args, settings).now(), limits)
+        result = health.check(store, settings, clock_of(args, settings).now(), limits)
     except sqlite3.Error as exc:  # a database that cannot be read is the worst finding of all
         result = health.Health(checked_at="", checks=[
             health.Check("database", "unhealthy", f"{args.db}: {exc}")])

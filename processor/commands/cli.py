@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from processor import config as config_module
-from processor import db, pipeline
-from processor.clock import Clock, parse_moment
-from processor.db import AlreadyRunning, Store
+from processor.store import db
+from processor.desk import pipeline
+from processor.commands.common import clock_of
+from processor.store.db import AlreadyRunning, Store
 
 log = logging.getLogger("leernetwerk")
 
@@ -128,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(db=None)
     p.add_argument("--count", type=int, default=25, help="number of sample signups (default 25)")
 
-    from processor import cli_production
-    cli_production.add_parsers(sub, _common)
+    from processor.commands import operations
+    operations.add_parsers(sub, _common)
     # Every command speaks the same logging options, so that the service and a cron job can ask
     # for JSON lines whatever they run.
     for command in sub.choices.values():
@@ -149,16 +150,6 @@ def _setup_logging(args) -> None:
     fmt = getattr(args, "log_format", "text")
     progress.json_logs = fmt == "json"  # a progress bar would break a stream of JSON lines
     logs.setup(logs.level_of(getattr(args, "verbose", False), getattr(args, "quiet", False)), fmt)
-
-
-def _clock(args, settings) -> Clock:
-    now = getattr(args, "now", None)
-    if not now:
-        return Clock()
-    try:
-        return Clock(parse_moment(now, settings.event.timezone))
-    except ValueError as exc:
-        raise SystemExit(f"leernetwerk: --now {now!r}: {exc}") from None
 
 
 def cmd_parse(args) -> int:
@@ -190,9 +181,9 @@ def cmd_parse(args) -> int:
 
 
 def cmd_poll(args, settings) -> int:
-    from processor.mailbox import worker_lock
+    from processor.mail.imap import worker_lock
 
-    clock = _clock(args, settings)
+    clock = clock_of(args, settings)
     with db.WorkerLock(args.db), worker_lock(settings.mailbox):
         store = Store(db.connect(args.db))
         from processor.progress import Progress
@@ -228,17 +219,17 @@ def cmd_backup(args, settings) -> int:
 
 
 def cmd_run(args, settings) -> int:
-    from processor import worker
+    from processor.desk import worker
 
-    from processor.cli_production import check_templates_or_exit
+    from processor.commands.operations import check_templates_or_exit
 
     check_templates_or_exit(settings)
-    worker.run(settings, args.db, _clock(args, settings))
+    worker.run(settings, args.db, clock_of(args, settings))
     return 0
 
 
 def cmd_status(args, settings) -> int:
-    from processor import status
+    from processor.desk import status
 
     store = Store(db.connect(args.db))
     data = status.registry_status(store, settings)
@@ -250,9 +241,9 @@ def cmd_status(args, settings) -> int:
 
 
 def cmd_remind(args, settings) -> int:
-    from processor import outbox, reminders
+    from processor.desk import outbox, reminders
 
-    now = _clock(args, settings).now()
+    now = clock_of(args, settings).now()
     if args.dry_run:
         data = reminders.plan(Store(db.connect(args.db)), settings, now).as_data()
         if args.json:
@@ -282,9 +273,9 @@ def cmd_remind(args, settings) -> int:
 
 
 def cmd_digest(args, settings) -> int:
-    from processor import digest, outbox
+    from processor.desk import digest, outbox
 
-    now = _clock(args, settings).now()
+    now = clock_of(args, settings).now()
     if not args.send:
         store = Store(db.connect(args.db))
         with store.transaction():  # one consistent picture; nothing is written
@@ -311,17 +302,17 @@ def cmd_digest(args, settings) -> int:
 
 
 def cmd_demo(args, settings) -> int:
-    from processor import demo
+    from processor.demo import demo
 
     return demo.run(settings, args)
 
 
 def _organiser_command(args, settings) -> int:
     """Run one organiser change, print what it did, and send the replies it queued."""
-    from processor import organiser, outbox
+    from processor.desk import organiser, outbox
     from processor.understand.model import Participant
 
-    clock = _clock(args, settings)
+    clock = clock_of(args, settings)
     now = clock.now()
     store = Store(db.connect(args.db))
     kwargs = {"now": now, "dry_run": args.dry_run}
@@ -371,9 +362,9 @@ def _say_sent(queued: bool, sent) -> None:
 
 
 def cmd_review(args, settings) -> int:
-    from processor import organiser
+    from processor.desk import review
 
-    items = organiser.review_items(Store(db.connect(args.db)))
+    items = review.review_items(Store(db.connect(args.db)))
     if args.json:
         print(json.dumps(items, ensure_ascii=False, indent=2))
         return 0
@@ -391,7 +382,7 @@ def cmd_review(args, settings) -> int:
 
 
 def cmd_history(args, settings) -> int:
-    from processor import organiser
+    from processor.desk import organiser
 
     events = organiser.history(Store(db.connect(args.db)), args.email)
     if args.json:
@@ -404,9 +395,9 @@ def cmd_history(args, settings) -> int:
 
 
 def cmd_export(args, settings) -> int:
-    from processor import organiser
+    from processor.desk import status
 
-    text = organiser.export_csv(Store(db.connect(args.db)), settings)
+    text = status.export_csv(Store(db.connect(args.db)), settings)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -415,9 +406,9 @@ def cmd_export(args, settings) -> int:
 
 
 def _production(name: str, args, settings) -> int:
-    from processor import cli_production
+    from processor.commands import operations
 
-    return cli_production.COMMANDS[name](args, settings)
+    return operations.COMMANDS[name](args, settings)
 
 
 COMMANDS = {"remind": cmd_remind, "poll": cmd_poll, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
@@ -437,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "parse":
             return cmd_parse(args)
         if args.command == "check-config":
-            from processor.cli_production import cmd_check_config
+            from processor.commands.operations import cmd_check_config
             return cmd_check_config(args)
         settings = config_module.load(args.config)
         return COMMANDS[args.command](args, settings)

@@ -10,10 +10,10 @@ import datetime as dt
 import sqlite3
 from dataclasses import dataclass, field
 
-from processor import compose, ical
+from processor.mail import compose, ical
 from processor.clock import iso
 from processor.config import Settings
-from processor.db import Store
+from processor.store.db import Store
 from processor.names import fold, is_webmail, name_key, org_key
 from processor.understand.model import Participant, Reading
 

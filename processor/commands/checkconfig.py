@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from processor import config as config_module
-from processor import samples
+from processor.demo import samples
 from processor.config import Server, Settings
 
 
@@ -99,7 +99,7 @@ def _connection_problem(server: Server, cause: BaseException, report: Report) ->
 
 
 def _imap(settings: Settings, report: Report, create: bool | None, ask: Ask | None) -> None:
-    from processor.mailbox import Mailbox, MailboxError
+    from processor.mail.imap import Mailbox, MailboxError
 
     s = settings.mailbox
     # INBOX always exists: logging in must not fail on a folder that is merely missing.
@@ -129,7 +129,7 @@ def _imap(settings: Settings, report: Report, create: bool | None, ask: Ask | No
 
 
 def _smtp(settings: Settings, report: Report) -> None:
-    from processor import smtp
+    from processor.mail import smtp
 
     s = settings.smtp
     try:

@@ -13,12 +13,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from processor import outbox, readahead, registry
+from processor.desk import outbox, readahead, registry
 from processor.clock import Clock
 from processor.config import Settings
-from processor.db import Store
-from processor.mailbox import Mailbox, MailboxError
-from processor.readahead import Reader, Unreadable
+from processor.store.db import Store
+from processor.mail.imap import Mailbox, MailboxError
+from processor.desk.readahead import Reader, Unreadable
 from processor.understand import load_domain_organisations, understand
 from processor.understand.model import Options, Reading
 

@@ -1,0 +1,86 @@
+"""The outbox: replies queued, due, sent, retried or failed, and the daily cap per address."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+from processor.clock import iso
+from processor.store.values import json_list
+
+
+class OutboxQueries:
+    conn: sqlite3.Connection
+
+    # -- outbox -----------------------------------------------------------------------------
+    def queue_mail(self, *, kind, priority, order_key, sender, recipients, message_id, raw: bytes,
+                   registration_id, source_message, now: dt.datetime) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO outbox (kind, priority, order_key, sender, recipients, message_id, raw,"
+            " registration_id, source_message, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, priority, order_key, sender, json_list(recipients), message_id, raw,
+             registration_id, source_message, iso(now), iso(now)),
+        )
+        return cur.lastrowid
+
+    def replies_to_since(self, address: str, since: dt.datetime) -> int:
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM reply_log WHERE address = ? AND at >= ?", (address, iso(since))
+        ).fetchone()[0]
+
+    def log_replies(self, addresses: list[str], outbox_id: int, now: dt.datetime):
+        self.conn.executemany("INSERT INTO reply_log (address, at, outbox) VALUES (?, ?, ?)",
+                              [(a, iso(now), outbox_id) for a in addresses])
+
+    def due_mail(self, now: dt.datetime, limit: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY priority, order_key, id LIMIT ?",
+            (iso(now), limit),
+        ).fetchall()
+
+    def due_mail_of(self, now: dt.datetime, priority: int, limit: int) -> list[sqlite3.Row]:
+        """The head of one priority's queue: due mail in the order of what it answers."""
+        return self.conn.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND priority = ?"
+            " AND next_attempt_at <= ? ORDER BY order_key, id LIMIT ?",
+            (priority, iso(now), limit),
+        ).fetchall()
+
+    def holds_mail(self, outbox_id: int, message_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM outbox WHERE id = ? AND message_id = ?",
+                                 (outbox_id, message_id)).fetchone() is not None
+
+    def mark_sent(self, outbox_id: int, now: dt.datetime) -> int:
+        """1 if the row was pending and is now sent, 0 if it was already recorded."""
+        return self.conn.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1,"
+            " last_error = NULL WHERE id = ? AND state = 'pending'",
+            (iso(now), outbox_id),
+        ).rowcount
+
+    def mark_retry(self, outbox_id: int, error: str, next_attempt_at: dt.datetime):
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (error, iso(next_attempt_at), outbox_id),
+        )
+
+    def mark_throttled(self, outbox_id: int, error: str):
+        """The relay asked us to slow down: noted, but neither an attempt nor a later slot, so
+        the mail keeps its place in the queue (first come, first answered)."""
+        self.conn.execute(
+            "UPDATE outbox SET last_error = ? WHERE id = ? AND state = 'pending'",
+            (error, outbox_id),
+        )
+
+    def mark_failed(self, outbox_id: int, error: str):
+        self.conn.execute(
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (error, outbox_id),
+        )
+
+    def outbox_rows(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()
