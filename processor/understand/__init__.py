@@ -101,7 +101,7 @@ def _just_thanks(text: str) -> bool:
 def _fallback(raw: bytes, error: Exception) -> Reading:
     sender = None
     try:
-        m = re.search(rb"(?im)^from:[^\n]*?([\w.+-]+@[\w-]+(?:\.[\w-]+)+)", raw[:20000])
+        m = re.search(rb"(?im)^from:[^\n]*?(?<![\w.+-])([\w.+-]++@[\w-]+(?:\.[\w-]+)+)", raw[:20000])
         if m:
             sender = m.group(1).decode("ascii", "replace").lower()
     except Exception:  # noqa: BLE001
