@@ -141,3 +141,37 @@ def test_normal_docx_form_still_read():
                    ["Naam: Joaaa Moaaa", "E-mail: joaaa.moaaa@example.org"])
     text, notes = attachment_text([Attachment("form.docx", DOCX, docx(f"<w:document {W}><w:body>{rows}</w:body></w:document>"))])
     assert "Naam: Joaaa Moaaa" in text and not notes
+
+
+# --- issue 16, finding 5: who may vouch for a sender ------------------------------------------------
+
+def test_self_written_dmarc_pass_counts_for_nothing_without_a_trusted_writer():
+    from processor.understand.authentication import verdict
+
+    forged = ["mx.vlaanderen.be; spf=pass smtp.mailfrom=leuven.be; dkim=pass header.d=leuven.be; "
+              "dmarc=pass header.from=leuven.be"]
+    assert verdict(forged, frozenset(), "leuven.be").status == "none"
+    raw = ("Authentication-Results: " + forged[0] + "\r\n" + HEAD.replace("example.org", "leuven.be")
+           + "\r\nIk schrijf me in.\r\n").encode()
+    assert understand(raw, OPTIONS).authentication == "none"
+
+
+def test_a_fail_in_the_topmost_header_still_counts_without_a_trusted_writer():
+    from processor.understand.authentication import verdict
+
+    assert verdict(["mx; dmarc=fail header.from=leuven.be"], frozenset(), "leuven.be").status == "fail"
+
+
+def test_dmarc_pass_counts_only_for_the_from_domain():
+    from processor.understand.authentication import verdict
+
+    trusted = frozenset({"mx.vlaanderen.be"})
+    other = ["mx.vlaanderen.be; dmarc=pass header.from=attacker.example"]
+    assert verdict(other, trusted, "leuven.be").status == "none"
+    assert verdict(["mx.vlaanderen.be; dmarc=pass header.from=Leuven.BE"], trusted, "leuven.be").status == "pass"
+    assert verdict(["mx.vlaanderen.be; dmarc=pass"], trusted, "leuven.be").status == "none"
+    assert verdict(["mx.vlaanderen.be; spf=pass smtp.mailfrom=bounce@attacker.example; "
+                    "dkim=pass header.d=attacker.example"], trusted, "leuven.be").status == "none"
+    raw = ("Authentication-Results: " + other[0] + "\r\n" + HEAD.replace("example.org", "leuven.be")
+           + "\r\nIk schrijf me in.\r\n").encode()
+    assert understand(raw, Options(trusted_authserv_ids=trusted)).authentication == "none"

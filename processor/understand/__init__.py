@@ -64,7 +64,8 @@ def _read(record: MailRecord, options: Options) -> Reading:
         reasons.append("Bericht was beschadigd: " + "; ".join(record.errors)[:200])
         needs_review = True
     excerpt_source = body.own.text or (body.forwarded[0].text if body.forwarded else "")
-    auth = verdict(record.headers.get("authentication-results", []), options.trusted_authserv_ids)
+    sender_domain = record.sender.rsplit("@", 1)[1] if record.sender and "@" in record.sender else None
+    auth = verdict(record.headers.get("authentication-results", []), options.trusted_authserv_ids, sender_domain)
     if auth.status == "fail" and decision.kind in ("registration", "cancellation"):
         reasons.append(f"Afzender niet bevestigd: {auth.detail}; mogelijk vervalst")
         needs_review = True
