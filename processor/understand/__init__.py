@@ -119,10 +119,14 @@ def understand(raw: bytes, options: Options = Options()) -> Reading:
     """Read one raw mail. Never raises: an unreadable mail becomes 'other' with needs_review and the error."""
     try:
         record = parse(raw)
+    except MemoryError:
+        raise  # over the memory budget: the caller sets the mail aside with that reason
     except Exception as exc:  # noqa: BLE001
         return _fallback(raw if isinstance(raw, bytes) else b"", exc)
     try:
         return _read(record, options)
+    except MemoryError:
+        raise
     except RecursionError as exc:
         return _fallback(raw, exc)
     except Exception as exc:  # noqa: BLE001 - a bug in one rule must not lose the mail
