@@ -175,3 +175,27 @@ def test_dmarc_pass_counts_only_for_the_from_domain():
     raw = ("Authentication-Results: " + other[0] + "\r\n" + HEAD.replace("example.org", "leuven.be")
            + "\r\nIk schrijf me in.\r\n").encode()
     assert understand(raw, Options(trusted_authserv_ids=trusted)).authentication == "none"
+
+
+# --- issue 16, low items: what a Reading carries ------------------------------------------------------
+
+def test_threading_headers_are_capped():
+    refs = " ".join(f"<r{i}@example.org>" for i in range(10_000))
+    raw = (f"Message-ID: <{'m' * 5000}@example.org>\r\nIn-Reply-To: <r9999@example.org>\r\nReferences: {refs}\r\n"
+           + HEAD.replace("Message-ID: <budget@example.org>\r\n", "") + "\r\nIk schrijf me in.\r\n").encode()
+    reading = understand(raw, OPTIONS)
+    assert reading.message_id is None
+    assert len(reading.references) == 10 and reading.references[-1] == "<r9999@example.org>"
+
+
+def test_display_controls_are_stripped_from_what_a_reading_shows():
+    raw = ("From: =?utf-8?b?" + base64.b64encode("Ann\u202eTset\u0085 Test".encode()).decode()
+           + "?= <ann.test@example.org>\r\nTo: desk@example.net\r\nSubject: =?utf-8?b?"
+           + base64.b64encode("inschrijving\u2066\u009b x\u200f".encode()).decode()
+           + "?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+           "Ik schrijf me in.\r\nMijn collega Jo\u202eaaa Moaaa (jo.moaaa@example.org) komt ook.\r\n").encode()
+    reading = understand(raw, OPTIONS)
+    shown = [reading.sender_name, reading.subject, reading.excerpt] + \
+        [v for p in reading.participants for v in (p.name, p.organisation) if v]
+    for text in shown:
+        assert not any(ch in text for ch in "\r\u202e\u2066\u200f\u0085\u009b"), text

@@ -18,6 +18,13 @@ __all__ = ["understand", "load_domain_organisations", "Options", "Participant", 
 log = logging.getLogger(__name__)
 
 _EXCERPT_CHARS = 300
+# What organisers and other mails show of a Reading: bare CR, C1 controls and bidi overrides can
+# hide or reorder text on a screen (U+202E makes "gpj.exe" read "exe.jpg").
+_DISPLAY_CONTROLS = re.compile(r"[\r\x80-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(text: str | None) -> str | None:
+    return _DISPLAY_CONTROLS.sub("", text) if text else text
 
 
 def load_domain_organisations(path) -> dict[str, str]:
@@ -33,7 +40,7 @@ def load_domain_organisations(path) -> dict[str, str]:
 
 
 def _excerpt(text: str) -> str:
-    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text)
+    text = _DISPLAY_CONTROLS.sub("", re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text))
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r"\n\s*\n+", "\n", text).strip()
     return text[:_EXCERPT_CHARS]
@@ -50,8 +57,10 @@ def _read(record: MailRecord, options: Options) -> Reading:
     needs_review = bool(decision.review)
     if decision.kind in ("registration", "cancellation"):
         found = extract(ctx, decision.kind)
-        participants = tuple(found.participants)
-        substitutes = tuple(found.substitutes)
+        participants = tuple(Participant(_shown(p.name), p.email, _shown(p.organisation))
+                             for p in found.participants)
+        substitutes = tuple(Participant(_shown(p.name), p.email, _shown(p.organisation))
+                            for p in found.substitutes)
         reasons += found.review
         needs_review = needs_review or bool(found.review)
         if att_notes:
@@ -72,8 +81,8 @@ def _read(record: MailRecord, options: Options) -> Reading:
     return Reading(
         kind=decision.kind,
         sender=record.sender,
-        sender_name=record.sender_name,
-        subject=record.subject,
+        sender_name=_shown(record.sender_name),
+        subject=_shown(record.subject) or "",
         message_id=record.message_id,
         in_reply_to=record.in_reply_to,
         references=record.references,

@@ -22,6 +22,8 @@ MAX_HTML_CHARS = 400_000
 # One header field beyond this is cut before parsing: the parsers' address scanners are slow on
 # 40 KB of one header, and 16 KB is some 400 addresses, far more than any signup names.
 MAX_HEADER_BYTES = 16_384
+MAX_ID_CHARS = 998
+MAX_REFERENCES = 10
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\ufeff]")
 # A match starts only where a run of address characters starts, and the run is taken whole: tried
@@ -328,9 +330,14 @@ def _fill_headers(record: MailRecord, msg: Message) -> None:
     record.subject = record.header("subject") or ""
     mid = re.findall(r"<[^<>\s]+>", record.header("message-id") or "")
     record.message_id = mid[0] if mid else ((record.header("message-id") or "").strip() or None)
-    irt = re.findall(r"<[^<>\s]+>", record.header("in-reply-to") or "")
+    # Threading headers of our replies repeat these: an id longer than a header line may be
+    # (RFC 5322: 998) is dropped, and only the last references (the parent's end) are kept.
+    if record.message_id and len(record.message_id) > MAX_ID_CHARS:
+        record.message_id = None
+    irt = [i for i in re.findall(r"<[^<>\s]+>", record.header("in-reply-to") or "") if len(i) <= MAX_ID_CHARS]
     record.in_reply_to = irt[0] if irt else None
-    record.references = tuple(re.findall(r"<[^<>\s]+>", " ".join(record.headers.get("references", []))))
+    refs = re.findall(r"<[^<>\s]+>", " ".join(record.headers.get("references", [])))
+    record.references = tuple(r for r in refs if len(r) <= MAX_ID_CHARS)[-MAX_REFERENCES:]
     try:
         record.content_type = msg.get_content_type()
         record.report_type = (msg.get_param("report-type") or None) if record.content_type == "multipart/report" else None
