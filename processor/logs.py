@@ -54,6 +54,9 @@ def setup(level: int, fmt: str = "text", stream=None) -> None:
     root.setLevel(level)
     # aiosmtpd (the demo's SMTP server) logs every SMTP command at INFO.
     logging.getLogger("mail.log").setLevel(max(level, logging.WARNING))
+    # imapclient turns imaplib's own tracing on: at DEBUG it writes every FETCH literal, i.e. whole
+    # raw mails, into the log, out of reach of `forget` and `purge`. Its commands still log.
+    logging.getLogger("imapclient.imaplib").setLevel(max(level, logging.INFO))
 
 
 def current() -> tuple[int, str]:

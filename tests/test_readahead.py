@@ -65,6 +65,7 @@ def test_reading_ahead_in_a_helper_decides_and_answers_exactly_as_reading_here(
         tmp_path, monkeypatch):
     settings = desk_settings()
     mails = backlog()
+    monkeypatch.setattr(readahead, "GUARDED", False)  # compares with reading in this process
     monkeypatch.setattr(readahead, "MIN_BACKLOG", 10 ** 9)
     here, expected = applied(tmp_path / "here.sqlite", mails, settings)
     monkeypatch.setattr(readahead, "MIN_BACKLOG", 1)

@@ -343,7 +343,8 @@ def apply_pending(store: Store, settings: Settings, clock: Clock, report: PollRe
     backlog = total >= readahead.MIN_BACKLOG
     sending = sending if backlog else None
     done = 0
-    with Reader(options, lambda i: store.message(i)["raw"], helper=backlog) as reader, \
+    with Reader(options, lambda i: store.message(i)["raw"], guarded=readahead.GUARDED,
+                helper=backlog or (readahead.GUARDED and total > 0)) as reader, \
             (sending or contextlib.nullcontext()):
         while not should_stop():
             ids = store.new_message_ids(limit=PAGE)

@@ -6,7 +6,9 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import multiprocessing.connection
+import math
 import os
+import resource
 import signal
 import threading
 import traceback
@@ -28,6 +30,19 @@ MIN_BACKLOG = 200
 CHUNK_MAILS = 25
 CHUNK_BYTES = 1 << 20
 AHEAD_CHUNKS = 4
+# Each mail's budget in the helper: CPU seconds (RLIMIT_CPU, the kernel ends the helper past it)
+# and the helper's address space (RLIMIT_AS: an allocation past it fails). A mail that breaks
+# either is set aside with the reason, the helper is started again and the poll goes on.
+MAIL_CPU_SECONDS = 30
+HELPER_MEMORY_BYTES = 2 << 30
+# Every mail is read in the helper, however few: in this process a hostile mail would stall the
+# poll (no time limit can stop a regular expression in the same process).
+GUARDED = True
+
+
+def over_budget_reason(cpu_seconds: int, memory_bytes: int) -> str:
+    return (f"Bericht overschrijdt het budget voor één mail (meer dan {cpu_seconds} s rekentijd of "
+            f"{memory_bytes / (1 << 30):.1f} GB geheugen): niet gelezen, de ruwe mail is bewaard")
 
 
 @dataclass(frozen=True)
@@ -38,11 +53,18 @@ class Unreadable:
 
 
 _options: Options | None = None
+_cpu_seconds: int | None = None
+_memory_bytes: int | None = None
 
 
-def _start_helper(options: Options, log_level: int, log_format: str) -> None:
-    global _options
-    _options = options
+def _start_helper(options: Options, log_level: int, log_format: str,
+                  cpu_seconds: int | None = None, memory_bytes: int | None = None) -> None:
+    global _options, _cpu_seconds, _memory_bytes
+    _options, _cpu_seconds, _memory_bytes = options, cpu_seconds, memory_bytes
+    if memory_bytes:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes if hard == resource.RLIM_INFINITY
+                                                 else min(memory_bytes, hard), hard))
     # What the helper logs (a mail the parser chokes on) reads like the worker's own log.
     logs.setup(log_level, log_format)
     # Ctrl-C in a terminal reaches the whole process group: the worker stops after the current
@@ -66,12 +88,26 @@ def _ready() -> bool:
 
 
 def _read_chunk(raws: list[bytes]) -> list[Reading | Unreadable]:
-    return [read_one(raw, _options) for raw in raws]
+    readings = []
+    for raw in raws:
+        if _cpu_seconds:
+            # The limit is on the process's total CPU time: moved up before each mail, it is
+            # this mail's budget. SIGXCPU's default action ends the helper, even inside a regex.
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            soft = math.ceil(usage.ru_utime + usage.ru_stime) + _cpu_seconds
+            if hard == resource.RLIM_INFINITY or soft <= hard:
+                resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        readings.append(read_one(raw, _options))
+    return readings
 
 
 def read_one(raw: bytes, options: Options) -> Reading | Unreadable:
     try:
         return understand(raw, options)
+    except MemoryError:
+        return Unreadable(over_budget_reason(_cpu_seconds or MAIL_CPU_SECONDS,
+                                             _memory_bytes or HELPER_MEMORY_BYTES))
     except Exception as exc:
         return Unreadable("".join(traceback.format_exception_only(exc)).strip())
 
@@ -82,22 +118,32 @@ class Reader:
     started yet when its turn comes is read here instead (so the helper's start-up costs
     nothing), and a helper that dies leaves the rest to this process."""
 
-    def __init__(self, options: Options, raw_of: Callable[[int], bytes], *, helper: bool):
+    def __init__(self, options: Options, raw_of: Callable[[int], bytes], *, helper: bool,
+                 guarded: bool = False):
         self.options, self.raw_of = options, raw_of
         self.pool: cf.ProcessPoolExecutor | None = None
         self.by_helper = 0
+        # Guarded: every mail is read in the helper under its budget, never here.
+        self.guarded = guarded
+        self.budget = (MAIL_CPU_SECONDS, HELPER_MEMORY_BYTES)
         if helper:
-            try:
-                # spawn, not fork: the worker has threads (scheduler, IDLE), and a forked copy
-                # of a held lock would hang the helper.
-                self.pool = cf.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_helper, initargs=(options, *logs.current()))
-                # Work goes to the helper once it answers; until then this process reads. The
-                # process is started here, so this is where it fails (no memory, no pipes…).
-                self.warm = self.pool.submit(_ready)
-            except Exception as exc:
-                self._lost(exc, starting=True)
+            self._start(starting=True)
+
+    def _start(self, starting: bool = False) -> None:
+        try:
+            # spawn, not fork: the worker has threads (scheduler, IDLE), and a forked copy
+            # of a held lock would hang the helper.
+            self.pool = cf.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_helper,
+                initargs=(self.options, *logs.current(), *(self.budget if self.guarded else (None, None))))
+            # Work goes to the helper once it answers; until then this process reads. The
+            # process is started here, so this is where it fails (no memory, no pipes…).
+            self.warm = self.pool.submit(_ready)
+            if self.guarded:
+                self.warm.result()
+        except Exception as exc:
+            self._lost(exc, starting=starting)
 
     def __enter__(self) -> Reader:
         return self
@@ -159,7 +205,8 @@ class Reader:
         try:
             return self.pool.submit(_read_chunk, raws)
         except (cf.BrokenExecutor, RuntimeError) as exc:
-            self._lost(exc)
+            if not self.guarded:  # guarded: _result reads it mail by mail in a new helper
+                self._lost(exc)
             return None
 
     def _result(self, future: cf.Future | None, raws: list[bytes]) -> list[Reading | Unreadable]:
@@ -170,9 +217,35 @@ class Reader:
                 self.by_helper += len(readings)
                 return readings
             except cf.BrokenExecutor as exc:
+                if self.guarded:
+                    return self._one_by_one(raws)
                 self._lost(exc)
+        elif self.guarded and self.pool is not None:
+            return self._one_by_one(raws)
         # Not started yet (or the helper is gone): cheaper to read it here than to wait.
         return [read_one(raw, self.options) for raw in raws]
+
+    def _one_by_one(self, raws: list[bytes]) -> list[Reading | Unreadable]:
+        """The helper died on this chunk (over a budget): each mail again in a fresh helper,
+        alone, so that only the one that kills it again is set aside."""
+        readings: list[Reading | Unreadable] = []
+        for raw in raws:
+            if self.pool is not None and getattr(self.pool, "_broken", False):
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = None
+            if self.pool is None:
+                self._start()
+                if self.pool is None:  # cannot start one: read here, as without a helper
+                    readings.append(read_one(raw, self.options))
+                    continue
+            try:
+                readings.append(self.pool.submit(_read_chunk, [raw]).result()[0])
+                self.by_helper += 1
+            except cf.BrokenExecutor:
+                log.error("a mail went over its budget in the helper process; set aside, "
+                          "helper restarted")
+                readings.append(Unreadable(over_budget_reason(*self.budget)))
+        return readings
 
     def _lost(self, exc: Exception, starting: bool = False) -> None:
         if self.pool is None and not starting:

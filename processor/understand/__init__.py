@@ -18,6 +18,13 @@ __all__ = ["understand", "load_domain_organisations", "Options", "Participant", 
 log = logging.getLogger(__name__)
 
 _EXCERPT_CHARS = 300
+# What organisers and other mails show of a Reading: bare CR, C1 controls and bidi overrides can
+# hide or reorder text on a screen (U+202E makes "gpj.exe" read "exe.jpg").
+_DISPLAY_CONTROLS = re.compile(r"[\r\x80-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(text: str | None) -> str | None:
+    return _DISPLAY_CONTROLS.sub("", text) if text else text
 
 
 def load_domain_organisations(path) -> dict[str, str]:
@@ -33,7 +40,7 @@ def load_domain_organisations(path) -> dict[str, str]:
 
 
 def _excerpt(text: str) -> str:
-    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text)
+    text = _DISPLAY_CONTROLS.sub("", re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text))
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r"\n\s*\n+", "\n", text).strip()
     return text[:_EXCERPT_CHARS]
@@ -50,8 +57,10 @@ def _read(record: MailRecord, options: Options) -> Reading:
     needs_review = bool(decision.review)
     if decision.kind in ("registration", "cancellation"):
         found = extract(ctx, decision.kind)
-        participants = tuple(found.participants)
-        substitutes = tuple(found.substitutes)
+        participants = tuple(Participant(_shown(p.name), p.email, _shown(p.organisation))
+                             for p in found.participants)
+        substitutes = tuple(Participant(_shown(p.name), p.email, _shown(p.organisation))
+                            for p in found.substitutes)
         reasons += found.review
         needs_review = needs_review or bool(found.review)
         if att_notes:
@@ -64,15 +73,16 @@ def _read(record: MailRecord, options: Options) -> Reading:
         reasons.append("Bericht was beschadigd: " + "; ".join(record.errors)[:200])
         needs_review = True
     excerpt_source = body.own.text or (body.forwarded[0].text if body.forwarded else "")
-    auth = verdict(record.headers.get("authentication-results", []), options.trusted_authserv_ids)
+    sender_domain = record.sender.rsplit("@", 1)[1] if record.sender and "@" in record.sender else None
+    auth = verdict(record.headers.get("authentication-results", []), options.trusted_authserv_ids, sender_domain)
     if auth.status == "fail" and decision.kind in ("registration", "cancellation"):
         reasons.append(f"Afzender niet bevestigd: {auth.detail}; mogelijk vervalst")
         needs_review = True
     return Reading(
         kind=decision.kind,
         sender=record.sender,
-        sender_name=record.sender_name,
-        subject=record.subject,
+        sender_name=_shown(record.sender_name),
+        subject=_shown(record.subject) or "",
         message_id=record.message_id,
         in_reply_to=record.in_reply_to,
         references=record.references,
@@ -101,7 +111,7 @@ def _just_thanks(text: str) -> bool:
 def _fallback(raw: bytes, error: Exception) -> Reading:
     sender = None
     try:
-        m = re.search(rb"(?im)^from:[^\n]*?([\w.+-]+@[\w-]+(?:\.[\w-]+)+)", raw[:20000])
+        m = re.search(rb"(?im)^from:[^\n]*?(?<![\w.+-])([\w.+-]++@[\w-]+(?:\.[\w-]+)+)", raw[:20000])
         if m:
             sender = m.group(1).decode("ascii", "replace").lower()
     except Exception:  # noqa: BLE001
@@ -118,10 +128,14 @@ def understand(raw: bytes, options: Options = Options()) -> Reading:
     """Read one raw mail. Never raises: an unreadable mail becomes 'other' with needs_review and the error."""
     try:
         record = parse(raw)
+    except MemoryError:
+        raise  # over the memory budget: the caller sets the mail aside with that reason
     except Exception as exc:  # noqa: BLE001
         return _fallback(raw if isinstance(raw, bytes) else b"", exc)
     try:
         return _read(record, options)
+    except MemoryError:
+        raise
     except RecursionError as exc:
         return _fallback(raw, exc)
     except Exception as exc:  # noqa: BLE001 - a bug in one rule must not lose the mail

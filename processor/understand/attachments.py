@@ -12,6 +12,15 @@ from .parse import Attachment, decode_bytes
 log = logging.getLogger(__name__)
 
 MAX_ATTACHMENT_BYTES = 5_000_000
+# A form's word/document.xml is tens of kilobytes; a zip member is inflated only up to this, so a
+# 600 KB mail that inflates to gigabytes (a zip bomb) costs 2 MB and is left to the organisers.
+MAX_DOCUMENT_XML_BYTES = 2_000_000
+# Text kept from all attachments of one mail: every rule after this runs over it.
+MAX_ATTACHMENT_TEXT_CHARS = 100_000
+
+
+class TooLarge(Exception):
+    """An attachment whose content is larger than we read."""
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 
 
@@ -21,7 +30,15 @@ def docx_text(data: bytes) -> str:
     The standard library reads the XML directly; python-docx would add a dependency for no more text.
     """
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        xml = archive.read("word/document.xml")
+        info = archive.getinfo("word/document.xml")
+        # The declared size says no before anything is inflated; the capped read holds even
+        # when the declaration lies (zipfile stops at the declared size and checks the CRC).
+        if info.file_size > MAX_DOCUMENT_XML_BYTES:
+            raise TooLarge(info.file_size)
+        with archive.open(info) as member:
+            xml = member.read(MAX_DOCUMENT_XML_BYTES + 1)
+        if len(xml) > MAX_DOCUMENT_XML_BYTES:
+            raise TooLarge(len(xml))
     root = ElementTree.fromstring(xml)
     lines: list[str] = []
 
@@ -69,6 +86,8 @@ def pdf_text(data: bytes) -> str:
         if value:
             parts.append(f"{key}: {value}")
     for page in reader.pages[:5]:
+        if sum(map(len, parts)) > MAX_ATTACHMENT_TEXT_CHARS:
+            break
         try:
             parts.append(page.extract_text() or "")
         except Exception as exc:  # noqa: BLE001
@@ -95,10 +114,16 @@ def attachment_text(attachments: list[Attachment]) -> tuple[str, list[str]]:
                 else:
                     notes.append(f"Bijlage {att.filename or 'PDF'} kon niet gelezen worden")
             elif name.endswith((".txt", ".csv")) or ctype in ("text/plain", "text/csv"):
-                texts.append(decode_bytes(att.data))
+                texts.append(decode_bytes(att.data)[:MAX_ATTACHMENT_TEXT_CHARS + 1])
             elif name.endswith((".doc", ".odt", ".xlsx", ".xls", ".rtf")):
                 notes.append(f"Bijlage {att.filename} niet automatisch gelezen")
+        except TooLarge:
+            notes.append(f"Bijlage {att.filename or '?'} te groot om te lezen (uitgepakt meer dan "
+                         f"{MAX_DOCUMENT_XML_BYTES // 1_000_000} MB tekst): niet gelezen")
         except Exception as exc:  # noqa: BLE001 - a broken attachment must not stop the mail
             notes.append(f"Bijlage {att.filename or '?'} onleesbaar ({type(exc).__name__})")
     text = "\n".join(t for t in texts if t.strip())
+    if len(text) > MAX_ATTACHMENT_TEXT_CHARS:
+        text = text[:MAX_ATTACHMENT_TEXT_CHARS]
+        notes.append(f"Bijlagen langer dan {MAX_ATTACHMENT_TEXT_CHARS:,} tekens: alleen het begin gelezen".replace(",", "."))
     return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text), notes

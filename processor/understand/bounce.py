@@ -9,7 +9,10 @@ from .parse import MailRecord
 
 log = logging.getLogger(__name__)
 
-_ADDRESS = re.compile(r"[A-Za-z0-9][\w.!#$%&'*+/=?^`{|}~-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Anchored at the start of a run of address characters, the run taken whole: from every position
+# of a long line without "@" the local part was rescanned each time (quadratic).
+_ADDRESS = re.compile(
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[A-Za-z0-9][\w.!#$%&'*+/=?^`{|}~-]*+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 MACHINE_LOCALPARTS = re.compile(
     r"^(?:mailer-daemon|mailer_daemon|maildaemon|postmaster|mail-daemon|mdaemon|mailerdaemon|"

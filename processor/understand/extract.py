@@ -1,6 +1,7 @@
 """Find the people signed up or withdrawn: names, addresses and organisations, and what needs a human look."""
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from .classify import Context
 from .model import Participant
 from .text import Segment
 
-ADDRESS = re.compile(r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+ADDRESS = re.compile(r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 
 WEBMAIL = frozenset("""
 gmail.com googlemail.com hotmail.com hotmail.be hotmail.fr hotmail.nl hotmail.co.uk outlook.com outlook.be outlook.fr
@@ -128,7 +129,10 @@ _LABELS: list[tuple[str, re.Pattern]] = [
     ("department", re.compile(r"^(?:dienst|afdeling|department|service|team|directie|cel|division)$", re.I)),
     ("function", re.compile(r"^(?:functie|function|fonction|job ?title|titel|title|rol|role)$", re.I)),
 ]
-_LABEL_LINE = re.compile(r"^[ \t*•\-–>]*+([A-Za-zÀ-ÿ][A-Za-zÀ-ÿ /+\-()]{1,40}?)[ \t]*(?:\(\w+\))?[ \t]*[:=\t][ \t]*(.*)$")
+# Every run of blanks is taken whole (possessive) and the separator decided after it: with the
+# blanks given back one at a time, a line of 20,000 spaces between two letters took 30 s.
+_LABEL_LINE = re.compile(r"^[ \t*•\-–>]*+([A-Za-zÀ-ÿ][A-Za-zÀ-ÿ /+\-()]{1,40}?)"
+                         r"(?:[ \t]*+(?:\(\w+\)[ \t]*+)?[:=]|[ ]*+(?:\(\w+\)[ ]*+)?\t)[ \t]*+(.*)$")
 
 
 @dataclass
@@ -197,11 +201,18 @@ def _smart_case(word: str) -> str:
     return word
 
 
+MAX_NAME_SOURCE = 200
+
+
 def clean_name(raw: str | None) -> str | None:
     """'Dhr. PEETERS, Jan (Stad Gent)' → 'Jan Peeters'."""
     if not raw:
         return None
     name = raw.strip().strip("\"'").strip()
+    if len(name) > MAX_NAME_SOURCE:
+        # No name and organisation take this much; the bracket and separator patterns below are
+        # quadratic on a run of "( " or spaces, so a longer text is not read as a name at all.
+        return None
     if "@" in name:
         name = ADDRESS.sub("", name).strip(" <>()[]\"'")
         if not name:
@@ -243,8 +254,10 @@ def name_from_address(address: str | None) -> str | None:
     return " ".join(p.capitalize() if p.lower() not in _PARTICLES else p.capitalize() for p in parts)
 
 
-def _name_tokens(name: str | None) -> set[str]:
-    return {t for t in re.findall(r"[a-z]+", fold(name or "")) if t not in _PARTICLES and len(t) > 1}
+@functools.lru_cache(maxsize=4096)
+def _name_tokens(name: str | None) -> frozenset[str]:
+    # Cached: one mail compares the same few names many times (merging, twins, the author).
+    return frozenset(t for t in re.findall(r"[a-z]+", fold(name or "")) if t not in _PARTICLES and len(t) > 1)
 
 
 def same_person(a: str | None, b: str | None) -> bool:
@@ -422,6 +435,8 @@ def people_from_form(text: str) -> list[Person]:
     current = Person(source="form")
     seen: set[str] = set()
     for raw_line in text.split("\n"):
+        if len(people) >= MAX_CANDIDATES:
+            break
         line = raw_line.strip()
         if not line:
             continue
@@ -470,6 +485,8 @@ def people_from_table(text: str) -> list[Person]:
     people: list[Person] = []
     header: list[str] | None = None
     for line in text.split("\n"):
+        if len(people) >= MAX_CANDIDATES:
+            break
         if not line.strip():
             continue
         cells = [c.strip(" *") for c in re.split(r"\t+|\s*\|\s*|\s*;\s*|\s{2,}", line.strip()) if c.strip(" *|")]
@@ -551,6 +568,9 @@ def _name_near(text_before: str, text_after: str) -> str | None:
 
 
 MAX_ADDRESSES = 60  # far beyond any max_participants: the review flag fires long before
+# People gathered from all sources together: every later step compares them, so their number
+# bounds the work; a mail naming more goes to an organiser anyway (max_participants).
+MAX_CANDIDATES = 100
 
 
 def people_from_addresses(text: str, exclude: set[str]) -> list[Person]:
@@ -605,6 +625,8 @@ def people_named_without_address(text: str) -> list[Person]:
                 people.append(Person(name=name, source="named"))
     # Bulleted name lines ("- Els Janssens") under a registration.
     for line in text.split("\n"):
+        if len(people) >= MAX_CANDIDATES:
+            break
         m = re.match(r"^\s*+(?:[-•*·–]|\d+[.)])\s*(.+?)\s*$", line)
         if not m or ADDRESS.search(line):
             continue
@@ -646,19 +668,25 @@ def _author_person(seg: Segment, ctx: Context, display_name: str | None) -> Pers
 
 
 def _merge(people: list[Person]) -> list[Person]:
+    """One person per address, and a name without an address joins the first one it matches.
+    Addresses are looked up, not compared pairwise: thousands of them made this quadratic."""
     merged: list[Person] = []
+    by_email: dict[str, int] = {}
     for p in people:
-        target = None
-        for q in merged:
-            if p.email and q.email and p.email == q.email:
-                target = q
-            elif (not p.email or not q.email) and same_person(p.full_name(), q.full_name()):
-                target = q
-            if target:
+        found = by_email.get(p.email) if p.email else None
+        # Only the first match counts, as in a scan from the top: names are tried up to it.
+        for i, q in enumerate(merged[:found]):
+            if (not p.email or not q.email) and same_person(p.full_name(), q.full_name()):
+                found = i
                 break
-        if target is None:
+        if found is None:
+            if p.email:
+                by_email.setdefault(p.email, len(merged))
             merged.append(p)
             continue
+        target = merged[found]
+        if target.email is None and p.email:
+            by_email.setdefault(p.email, found)
         target.email = target.email or p.email
         if not target.full_name() or (p.full_name() and len(p.full_name().split()) > len(target.full_name().split())
                                       and p.source in ("form", "table")):
@@ -725,8 +753,12 @@ def extract(ctx: Context, kind: str) -> Extraction:
 
     # Cc'd colleagues count only when the text points at them ("mijn collega in cc").
     if re.search(r"(?i)\b(?:in ?cc|in kopie|en copie|cc'd|copied|in bijlage cc)\b", text):
+        known = {q.email for q in found if q.email}
         for name, addr in rec.cc:
-            if addr not in exclude and not any(addr == q.email for q in found):
+            if len(found) >= MAX_CANDIDATES:
+                break
+            if addr not in exclude and addr not in known:
+                known.add(addr)
                 found.append(Person(name=clean_name(name) or name_from_address(addr), email=addr, source="cc"))
 
     # The author's own address in the text (a signature, "mijn adres is ...") is the author.

@@ -26,7 +26,9 @@ class Options:
     own_message_id_domain: str | None = None
     domain_organisations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     max_participants: int = 10
-    # authserv-ids of our own receiving servers; empty: trust the topmost Authentication-Results.
+    # authserv-ids of our own receiving servers. Only their Authentication-Results can vouch for a
+    # sender (a pass, for the From's own domain); empty: nothing vouches, and the topmost header
+    # is read for a fail only (which sends the mail to an organiser).
     trusted_authserv_ids: frozenset[str] = frozenset()
 
 
