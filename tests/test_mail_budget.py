@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import pytest
 
-from processor import pipeline, readahead
+from processor.desk import pipeline, readahead
 from processor.understand.model import Options
 from tests.desk import signup
 from tests.test_waitlist import START, Desk

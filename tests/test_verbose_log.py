@@ -6,8 +6,8 @@ import datetime as dt
 import io
 import logging
 
-from processor import db, logs
-from processor.mailbox import Mailbox
+from processor import logs
+from processor.mail.imap import Mailbox
 from tests.desk import desk_settings, signup
 
 START = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone.utc)
