@@ -359,6 +359,9 @@ def _say_sent(queued: bool, sent) -> None:
               "its next poll.")
     elif sent.unavailable:
         print(f"SMTP unavailable ({sent.unavailable}); the worker sends the mails later.")
+    if sent.failed:
+        print(f"{sent.failed} mail(s) konden niet verstuurd worden; ze staan bij de mislukte "
+              "mails in het dagoverzicht.")
 
 
 def cmd_review(args, settings) -> int:
