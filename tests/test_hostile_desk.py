@@ -82,3 +82,52 @@ def test_an_organiser_command_that_sends_at_once_does_not_crash(dovecot, make_sm
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert "1 mail(s) konden niet verstuurd worden" in run.stdout
+
+
+# -- finding 4: identity is the Message-ID and the hash of the bytes ---------------------------
+
+def _with_message_id(raw: bytes, message_id: str) -> bytes:
+    lines = raw.split(b"\r\n")
+    return b"\r\n".join(b"Message-ID: " + message_id.encode() if line.startswith(b"Message-ID:")
+                        else line for line in lines)
+
+
+def test_two_mails_with_one_message_id_are_each_registered_answered_and_marked(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    reused = "<formulier@webformulier.example>"
+    desk.arrive(_with_message_id(signup("Bert Claes", "bert.claes@gent.be", "Stad Gent",
+                                        date=START), reused))
+    desk.arrive(_with_message_id(signup("Carine Wouters", "carine.wouters@gent.be", "Stad Gent",
+                                        date=START), reused))
+
+    desk.poll()
+
+    assert set(desk.status()) == {"bert.claes@gent.be", "carine.wouters@gent.be"}
+    assert desk.mails_to("bert.claes@gent.be") and desk.mails_to("carine.wouters@gent.be")
+    rows = desk.store.conn.execute("SELECT uid, state FROM messages ORDER BY uid").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "processed"), (2, "processed")]
+    assert all(b"$Processed" in f for f in dovecot.flags_of().values())
+
+
+def test_the_same_mail_fetched_again_after_the_upgrade_is_still_one_row(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    """A database from before migration 10 (identity = the Message-ID) is rewritten in place:
+    after a UIDVALIDITY reset its mails are recognised, not answered again."""
+    from processor.store import db
+
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    desk.arrive(signup("Bert Claes", "bert.claes@gent.be", "Stad Gent", date=START))
+    desk.poll()
+    conn = desk.store.conn
+    conn.execute("UPDATE messages SET identity = message_id")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 10")
+    store = db.Store(db.connect(desk.path))
+    desk.store = store
+
+    dovecot.recreate_inbox(keep_messages=True)
+    desk.poll()
+
+    assert store.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
+    assert len(smtp_server.messages) == 1
+    assert all(b"$Processed" in f for f in dovecot.flags_of().values())

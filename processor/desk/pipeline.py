@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import sqlite3
@@ -16,6 +15,7 @@ from typing import Callable
 from processor.desk import outbox, readahead, registry
 from processor.clock import Clock
 from processor.config import Settings
+from processor.store import values
 from processor.store.db import Store
 from processor.mail.imap import Mailbox, MailboxError
 from processor.desk.readahead import Reader, Unreadable
@@ -222,7 +222,10 @@ def understanding_options(settings: Settings) -> Options:
 
 
 def identity_of(message_id: str | None, raw: bytes) -> str:
-    return message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    """The Message-ID and a hash of the bytes: the same mail fetched again (a re-poll, a
+    UIDVALIDITY reset) is one row, and two different mails that share a Message-ID (web forms
+    and some mailers reuse them) are two (issue 16, finding 4)."""
+    return values.identity(message_id, raw)
 
 
 def _message_id_header(raw: bytes) -> str | None:
