@@ -217,7 +217,9 @@ def test_the_csv_attachment_parses_back_into_the_rows_of_status_json(desk, tmp_p
     expected = [{k: "" if r[k] is None else str(r[k]) for k in fields}
                 for r in status["registrations"]]
     assert [{k: row[k] for k in fields} for row in rows] == expected
-    assert len(rows) == 7 and any("\n" in row["name"] for row in rows)
+    # The name with a line break in it stays whole, on one line (issue 16: no controls shown).
+    assert len(rows) == 7 and any("Injected: rij" in row["name"] for row in rows)
+    assert not any("\n" in row["name"] or "\r" in row["name"] for row in rows)
 
 
 def test_the_next_day_lists_only_what_happened_since_and_a_restart_sends_nothing_twice(

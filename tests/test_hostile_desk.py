@@ -131,3 +131,142 @@ def test_the_same_mail_fetched_again_after_the_upgrade_is_still_one_row(
     assert store.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
     assert len(smtp_server.messages) == 1
     assert all(b"$Processed" in f for f in dovecot.flags_of().values())
+
+
+# -- finding 6: every suggested command quotes its arguments -----------------------------------
+
+HOSTILE = '"$(touch pwned)"@gent.be'
+SIGNUP_BODY = ("Beste,\n\nGraag schrijf ik mij in voor het Leernetwerk Sustainable Development "
+               "Goals.\n\nNaam: Eve Test\nOrganisatie: Stad Gent\n\nGroeten,\nEve\n")
+
+
+def delivery_failure(recipient: str, original_id: str, *, to: str = "duurzameontwikkeling@vlaanderen.be") -> bytes:
+    """A DSN for `recipient` whose returned headers name `original_id` (RFC 3464)."""
+    return (f"From: Mail Delivery System <MAILER-DAEMON@relay.gent.be>\r\n"
+            f"To: {to}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+            f"Message-ID: <dsn-{abs(hash(original_id))}@relay.gent.be>\r\n"
+            "Date: Mon, 14 May 2018 12:00:00 +0200\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+            "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.gent.be\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            "From: Leernetwerk SDG <duurzameontwikkeling@vlaanderen.be>\r\n"
+            f"To: {recipient}\r\nMessage-ID: {original_id}\r\n"
+            "--b--\r\n").encode()
+
+
+def _runs_in_bash(command: str, where) -> list[str]:
+    """Run a printed command the way an organiser would paste it; what files appeared."""
+    subprocess.run(["bash", "-c", command], cwd=where, capture_output=True, timeout=30)
+    return sorted(p.name for p in where.iterdir())
+
+
+def test_the_digests_cancel_command_for_a_hostile_address_runs_nothing(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    desk.arrive(plain_mail("Eve", HOSTILE, "Inschrijving Leernetwerk SDG", SIGNUP_BODY))
+    desk.poll()
+    [reply] = smtp_server.messages
+    desk.arrive(delivery_failure(HOSTILE, reply.message["Message-ID"]))
+    desk.poll()
+
+    [bounced] = digest.contents(desk.store, desk.settings, NOW)["attention"]["bounced"]
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    assert _runs_in_bash(bounced["command"], shell) == []
+    assert HOSTILE in __import__("shlex").split(bounced["command"])
+
+
+def test_review_and_reprocess_commands_are_quoted():
+    from processor.display import shell_command
+    import shlex
+
+    command = shell_command("cancel", HOSTILE, "--reason", "belde af; rm -rf ~")
+    assert shlex.split(command) == ["leernetwerk", "cancel", HOSTILE, "--reason",
+                                    "belde af; rm -rf ~"]
+    source = "".join((PROJECT / "processor" / "desk" / f).read_text()
+                     for f in ("review.py", "reprocess.py", "digest.py"))
+    # Every command those modules suggest is built by shell_command, none by hand.
+    assert not __import__("re").search(r"leernetwerk [a-z-]+ [^`\"\n]*\{", source)
+
+
+# -- Medium: formula injection in export and the digest's CSV ----------------------------------
+
+def test_export_and_digest_csv_show_formulas_as_text(dovecot, smtp_server, tmp_path,
+                                                      monkeypatch):
+    import csv
+    import io
+
+    from processor.desk import status
+
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    body = ("Beste,\n\nGraag schrijf ik mij in voor het Leernetwerk SDG.\n\n"
+            "Naam: Bert Claes\nOrganisatie: =HYPERLINK(\"http://x.example\";\"klik\")\n\n"
+            "Groeten,\nBert\n")
+    desk.arrive(plain_mail("Bert Claes", "bert.claes@gent.be", "Inschrijving Leernetwerk SDG",
+                           body))
+    desk.poll()
+    assert desk.status()["bert.claes@gent.be"]["organisation"].startswith("=")
+
+    for text in (status.export_csv(desk.store, desk.settings),
+                 digest.build(desk.store, desk.settings,
+                              digest.contents(desk.store, desk.settings, NOW), NOW)
+                 .get_payload()[1].get_content().lstrip("\ufeff")):
+        [row] = list(csv.DictReader(io.StringIO(text)))
+        assert row["organisation"].startswith("'=HYPERLINK")
+        assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values())
+
+
+# -- Low: control and bidi characters never reach what organisers read -------------------------
+
+def test_control_and_bidi_characters_are_stripped_from_review_status_export_and_digest(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    from processor.desk import review, status
+
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    tricky = "Bert\u202e gpj.exe\u202c Cl\x9baes"
+    body = (f"Beste,\n\nGraag schrijf ik mij in voor het Leernetwerk SDG.\n\nNaam: {tricky}\rX\n"
+            "Organisatie: Stad\u2066 Gent\n\nGroeten,\nBert\n")
+    desk.arrive(plain_mail(tricky, "bert.claes@gent.be", f"Inschrijving {tricky}", body))
+    desk.arrive(plain_mail(tricky, "bert.claes2@gent.be", f"Vraag\u202e {tricky}",
+                           "Beste,\n\nWaar is de parking?\n\nBert\n"))
+    desk.poll()
+
+    bad = ("\u202e", "\u202c", "\u2066", "\x9b", "\r")
+    shown = [status.as_table(status.registry_status(desk.store, desk.settings)),
+             status.export_csv(desk.store, desk.settings),
+             json.dumps(review.review_items(desk.store), ensure_ascii=False),
+             json.dumps(digest.contents(desk.store, desk.settings, NOW), ensure_ascii=False)]
+    assert "Bert" in shown[0] and "Vraag" in shown[2]
+    for text in shown:
+        # (csv ends its own rows with CRLF: only a CR inside a row is the mail's)
+        assert not any(c in text.replace("\r\n", "\n") for c in bad), text
+
+
+# -- finding 8: registered_by in a stranger's mail is short and clean --------------------------
+
+def test_a_phishing_display_name_never_reaches_a_colleagues_confirmation(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    bait = ("Uw account verloopt vandaag. Bevestig uw gegevens op https://login.example/verify "
+            "De helpdesk")
+    desk.arrive(plain_mail(bait, "ann.maes@gent.be", "Inschrijving collega",
+                           COLLEAGUE.format(name="Bert Claes", address="bert.claes@gent.be")))
+    desk.poll()
+
+    [mail] = desk.mails_to("bert.claes@gent.be")
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    for body in (text, html):
+        assert "https://" not in body and "verloopt" not in body
+        assert "ann.maes@gent.be schreef u in" in " ".join(body.split())
+
+
+def test_a_plain_colleague_name_is_still_shown():
+    from processor.display import short_name
+
+    assert short_name("Ann Maes", "ann.maes@gent.be") == "Ann Maes"
+    assert short_name("Ann\u202e Maes\x9b", "ann.maes@gent.be") == "Ann Maes"
+    assert short_name("A" * 41, "ann.maes@gent.be") == "ann.maes@gent.be"
+    assert short_name("zie www.example.be", "ann.maes@gent.be") == "ann.maes@gent.be"

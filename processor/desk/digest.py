@@ -18,6 +18,7 @@ from processor.desk import status
 from processor.desk.review import review_items
 from processor.clock import iso
 from processor.config import Settings
+from processor.display import shell_command
 from processor.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def _bounced(settings: Settings, rows) -> list[dict]:
             "when": _when(settings, r["arrived_at"]),
             "person": _person(r["name"], r["email"], r["organisation"]),
             "status_now": STATUS_LABELS[r["status"]],
-            "command": (f"leernetwerk cancel {r['email']} --reason onbestelbaar"
+            "command": (shell_command("cancel", r["email"], "--reason", "onbestelbaar")
                         if live else None),
         })
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from processor.mail import compose, ical
 from processor.clock import iso
 from processor.config import Settings
+from processor.display import short_name
 from processor.store.db import Store
 from processor.names import fold, is_webmail, name_key, org_key
 from processor.understand.model import Participant, Reading
@@ -130,8 +131,10 @@ def _person(row: sqlite3.Row) -> dict:
 
 
 def _registered_by(origin: Origin, email: str) -> str | None:
+    """Who signed a person up, as that person reads it: a short, cleaned name or the address,
+    never the sender's display name verbatim (it may hold a phishing text or a link)."""
     if origin.sender and origin.sender != email:
-        return origin.sender_name or origin.sender
+        return short_name(origin.sender_name, origin.sender)
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from processor.store.db import Store
+from processor.display import printable, shell_command
 from processor.understand.model import Participant, Reading
 
 
@@ -29,19 +30,22 @@ def review_items(store: Store) -> list[dict]:
         if row["error"]:
             why.append(f"fout bij verwerken: {row['error']}")
         if row["state"] == "quarantined":
-            command = f"leernetwerk retry {row['id']}"
+            command = shell_command("retry", row["id"])
         elif store.message_was_answered(row["id"]):
             # Applied already and flagged for a look: settling it must not answer twice.
-            command = f"leernetwerk resolve {row['id']} --as nothing"
+            command = shell_command("resolve", row["id"], "--as", "nothing")
         elif reading.kind == "cancellation":
-            command = f"leernetwerk resolve {row['id']} --as cancellation"
+            command = shell_command("resolve", row["id"], "--as", "cancellation")
         elif reading.kind == "registration":
-            command = f"leernetwerk resolve {row['id']} --as registration"
+            command = shell_command("resolve", row["id"], "--as", "registration")
         else:
-            command = f"leernetwerk resolve {row['id']} --as nothing"
+            command = shell_command("resolve", row["id"], "--as", "nothing")
         items.append({
             "id": row["id"], "state": row["state"], "kind": reading.kind if row["reading"] else None,
-            "arrived_at": row["arrived_at"], "sender": reading.sender, "subject": reading.subject,
-            "reasons": why, "excerpt": reading.excerpt[:200], "command": command,
+            # Shown on a terminal and in the digest: no control or bidi characters from the mail.
+            "arrived_at": row["arrived_at"], "sender": printable(reading.sender) or None,
+            "subject": printable(reading.subject) or None,
+            "reasons": [printable(r) for r in why], "excerpt": printable(reading.excerpt[:200]),
+            "command": command,
         })
     return items
