@@ -270,3 +270,41 @@ def test_a_plain_colleague_name_is_still_shown():
     assert short_name("Ann\u202e Maes\x9b", "ann.maes@gent.be") == "Ann Maes"
     assert short_name("A" * 41, "ann.maes@gent.be") == "ann.maes@gent.be"
     assert short_name("zie www.example.be", "ann.maes@gent.be") == "ann.maes@gent.be"
+
+
+# -- Medium: the daily cap never eats a state change; strangers are not copied -----------------
+
+def test_a_promotion_after_strangers_used_up_her_day_is_deferred_not_dropped(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    import datetime as dt
+
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch, event={"capacity": 1})
+    gina = "gina.test@gent.be"
+    desk.arrive(signup("Ann Maes", "ann.maes@gent.be", "Stad Gent", date=START))
+    desk.arrive(signup("Gina Test", gina, "Stad Gent", date=START))
+    desk.poll()
+    assert desk.status()[gina]["status"] == "waitlisted"
+    strangers = [f"iemand{i}@elders.be" for i in range(5)]
+    for stranger in strangers:
+        desk.arrive(plain_mail("Iemand", stranger, "Inschrijving collega",
+                               COLLEAGUE.format(name="Gina Test", address=gina)))
+    desk.poll()
+    desk.arrive(plain_mail("Ann Maes", "ann.maes@gent.be", "Afmelding",
+                           "Beste,\n\nIk moet mijn inschrijving voor het leernetwerk helaas "
+                           "annuleren; ik kan niet deelnemen.\n\nGroeten,\nAnn Maes\n"))
+    desk.poll()
+
+    assert desk.status()[gina]["status"] == "confirmed"
+    kinds = lambda state: [r["kind"] for r in desk.store.outbox_rows()  # noqa: E731
+                           if r["state"] == state and gina in json.loads(r["recipients"])]
+    assert "promoted" in kinds("pending") and "promoted" not in kinds("sent")
+    # Strangers never read her status, not even as a copy.
+    assert not any(set(strangers) & set(m.rcpt_tos) for m in smtp_server.messages
+                   if gina in m.rcpt_tos)
+    assert all(m.rcpt_tos == (gina,) for m in smtp_server.messages if gina in m.rcpt_tos)
+
+    desk.poll(NOW + dt.timedelta(days=1, minutes=1))
+    assert "promoted" in kinds("sent")
+    events = [r["action"] for r in desk.store.conn.execute(
+        "SELECT action FROM events WHERE email = ?", (gina,))]
+    assert "reply_deferred" in events
