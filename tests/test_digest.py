@@ -47,8 +47,12 @@ def run_digest(store: db.Store, settings, path, moment) -> digest.Result:
     return result
 
 
-def bounce_for(address: str) -> bytes:
+def bounce_for(address: str, returned_id: str) -> bytes:
+    """A real DSN, returning our mail `returned_id` to `address` (a bounce counts only for a
+    mail the desk sent, issue 16)."""
     raw = (PROJECT / "tests" / "data" / "bounce-01-postfix-dsn.eml").read_bytes()
+    raw = raw.replace(b"<20180612081500.4711.confirm@leernetwerk.duurzameontwikkeling"
+                      b".vlaanderen.be>", returned_id.encode())
     return raw.replace(b"bert.vanacker@aalter.be", address.encode())
 
 
@@ -98,7 +102,8 @@ def first_day(desk: Desk) -> None:
     desk.arrive(plain_mail("Greet Willems", "greet.willems@leuven.be",
                            "Vraag over <b>parkeren</b>",
                            "Beste,\n\nIs er een parking in de buurt van de zaal?\n\nGreet\n"))
-    desk.arrive(bounce_for("ann.peeters@gent.be"))
+    desk.arrive(bounce_for("ann.peeters@gent.be",
+                           desk.mails_to("ann.peeters@gent.be")[0]["Message-ID"]))
     desk.arrive(plain_mail("Hans Smet", "hans.smet@genk.be", "Inschrijving", "Graag inschrijven.")
                 .replace(b"MIME-Version", b"X-Test-Crash: yes\r\nMIME-Version", 1))
     desk.poll(at(20, 12))

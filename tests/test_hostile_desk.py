@@ -308,3 +308,35 @@ def test_a_promotion_after_strangers_used_up_her_day_is_deferred_not_dropped(
     events = [r["action"] for r in desk.store.conn.execute(
         "SELECT action FROM events WHERE email = ?", (gina,))]
     assert "reply_deferred" in events
+
+
+# -- Low: a forged delivery failure does not list a participant as bounced ---------------------
+
+def test_a_delivery_failure_counts_only_for_a_mail_the_desk_sent_to_that_address(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    from processor.desk import review
+
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    desk.arrive(signup("Bert Claes", "bert.claes@gent.be", "Stad Gent", date=START))
+    desk.arrive(signup("Eve Test", "eve@elders.be", "Stad Brugge", date=START))
+    desk.poll()
+    [evesown] = desk.mails_to("eve@elders.be")
+    # Forged: names no mail of ours; and one naming Eve's own confirmation, for Bert.
+    desk.arrive(delivery_failure("bert.claes@gent.be", "<bestaat-niet@elders.be>"))
+    desk.arrive(delivery_failure("bert.claes@gent.be", evesown["Message-ID"]))
+    desk.poll()
+
+    attention = digest.contents(desk.store, desk.settings, NOW)["attention"]
+    assert attention["bounced"] == []
+    held = [i for i in review.review_items(desk.store) if i["kind"] == "bounce"]
+    assert len(held) == 2
+    assert desk.store.conn.execute(
+        "SELECT COUNT(*) FROM events WHERE action = 'bounce_unrelated'").fetchone()[0] == 2
+    assert all("cancel" not in i["command"] for i in held)
+
+    # The real one, returning Bert's own confirmation, is listed with its command.
+    [bertsown] = desk.mails_to("bert.claes@gent.be")
+    desk.arrive(delivery_failure("bert.claes@gent.be", bertsown["Message-ID"]))
+    desk.poll()
+    [bounced] = digest.contents(desk.store, desk.settings, NOW)["attention"]["bounced"]
+    assert bounced["person"]["email"] == "bert.claes@gent.be"

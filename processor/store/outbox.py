@@ -57,6 +57,15 @@ class OutboxQueries:
             (priority, iso(now), limit),
         ).fetchall()
 
+    def recipients_of_sent(self, message_ids: list[str]) -> set[str]:
+        """Everyone the desk's sent mails with these Message-IDs went to (lowercased)."""
+        if not message_ids:
+            return set()
+        marks = ",".join("?" * len(message_ids))
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT lower(j.value) FROM outbox o JOIN json_each(o.recipients) j"
+            f" WHERE o.message_id IN ({marks}) AND o.state = 'sent'", message_ids)}
+
     def holds_mail(self, outbox_id: int, message_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM outbox WHERE id = ? AND message_id = ?",
                                  (outbox_id, message_id)).fetchone() is not None
