@@ -340,3 +340,40 @@ def test_a_delivery_failure_counts_only_for_a_mail_the_desk_sent_to_that_address
     desk.poll()
     [bounced] = digest.contents(desk.store, desk.settings, NOW)["attention"]["bounced"]
     assert bounced["person"]["email"] == "bert.claes@gent.be"
+
+
+# -- Low: a read-only database folder is one clear line, not a traceback -----------------------
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="needs setpriv (util-linux)")
+def test_a_read_only_database_folder_gives_one_clear_line():
+    import shutil
+    import tempfile
+
+    from processor.store import db
+
+    # Root writes anywhere: the command runs as nobody, the way an IT colleague's service user
+    # meets a folder it may not write in.
+    folder = tempfile.mkdtemp(prefix="leernetwerk-ro-")
+    try:
+        existing = os.path.join(folder, "state.sqlite")
+        db.connect(existing).close()
+        for leftover in ("state.sqlite-wal", "state.sqlite-shm"):
+            if os.path.exists(os.path.join(folder, leftover)):
+                os.unlink(os.path.join(folder, leftover))
+        os.chmod(existing, 0o644)
+        os.chmod(folder, 0o555)
+        for path in (existing, os.path.join(folder, "nieuw.sqlite")):
+            for command in (["status"], ["review"], ["export", "-o", "/dev/null"]):
+                run = subprocess.run(
+                    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                     sys.executable, "-m", "processor", *command, "--db", path,
+                     "--config", str(PROJECT / "config" / "leernetwerk.toml")],
+                    cwd="/", capture_output=True, text=True, timeout=60,
+                    env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+                assert run.returncode == 4, (command, run.stdout, run.stderr)
+                assert "Traceback" not in run.stderr
+                [line] = run.stderr.strip().splitlines()
+                assert line.startswith(f"leernetwerk: database {path}: ")
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)

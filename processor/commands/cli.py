@@ -441,6 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"leernetwerk: {exc}", file=sys.stderr)
         return 3
+    except sqlite3.Error as exc:
+        # One line for the person at the terminal, not a traceback (issue 16): the usual cause is
+        # a folder the worker may not write in (SQLite keeps -wal and -shm files beside the db).
+        print(f"leernetwerk: database {getattr(args, 'db', '?')}: {exc}; check that the file and "
+              "its folder exist and are writable for this user", file=sys.stderr)
+        return 4
+    except PermissionError as exc:
+        print(f"leernetwerk: no permission for {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         return 130
 
