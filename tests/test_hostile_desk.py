@@ -377,3 +377,33 @@ def test_a_read_only_database_folder_gives_one_clear_line():
     finally:
         os.chmod(folder, 0o755)
         shutil.rmtree(folder)
+
+
+# -- Low: addresses and display names in built mails -------------------------------------------
+
+def test_a_quoted_local_part_with_an_at_sign_is_answered_at_its_own_domain(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    tricky = '"eve@evil.example"@gent.be'
+    desk.arrive(plain_mail("Eve", tricky, "Inschrijving Leernetwerk SDG", SIGNUP_BODY))
+    desk.poll()
+
+    [reply] = smtp_server.messages
+    parsed = email.message_from_bytes(reply.data, policy=email.policy.default)
+    [to] = parsed["To"].addresses
+    assert (to.username, to.domain) == ("eve@evil.example", "gent.be")
+    assert reply.rcpt_tos == (tricky,)
+
+
+def test_a_huge_unbreakable_display_name_never_makes_a_line_over_998(
+        dovecot, smtp_server, tmp_path, monkeypatch):
+    desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+    desk.arrive(plain_mail("X" * 2000, "ann.maes@gent.be", "Inschrijving collega",
+                           COLLEAGUE.format(name="Bert Claes", address="bert.claes@gent.be")))
+    desk.poll()
+
+    [reply] = smtp_server.messages
+    assert "ann.maes@gent.be" in reply.rcpt_tos      # the registrant is copied, shortened
+    assert max(len(line) for line in reply.data.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(reply.data, policy=email.policy.default)
+    assert parsed["Cc"].addresses[0].display_name.count("X") < 100
