@@ -148,6 +148,12 @@ def apply_registration(w: Work) -> bool:
                         "mail address; an organiser must add them", "participant without address")
             continue
         registry.register(w.store, w.settings, person, index, origin, w.now, w.outcome)
+        if not person.email.isascii():
+            # Kept in its arrival order and answered where the relay speaks SMTPUTF8, but an
+            # accent in a local part is far more often a typo than a real mailbox: a person
+            # checks it the same day instead of a seat going to an address nobody reads.
+            w.set_aside("address_check", f"{person.email} has non-ASCII characters: check it "
+                        "for a typo (the reply may not be deliverable)", "non-ASCII address")
     if not w.reading.participants:
         w.set_aside("needs_review", "a signup in which no participant was found", "no participant")
     return True

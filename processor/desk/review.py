@@ -21,12 +21,17 @@ def stored_reading(text: str | None) -> Reading:
     return Reading(**{k: v for k, v in data.items() if k in known})
 
 
+# Set-aside steps whose reason is the desk's own finding, not in the reading: shown with it.
+DESK_FINDINGS = ("bounce_unrelated", "address_check")
+
+
 def review_items(store: Store) -> list[dict]:
     """The mails that need a person: who, why, a short excerpt, and the command that settles it."""
     items = []
     for row in store.messages_needing_a_person():
         reading = stored_reading(row["reading"])
         why = list(reading.reasons) if row["reading"] else []
+        why += store.desk_reasons(row["id"], DESK_FINDINGS)
         if row["error"]:
             why.append(f"fout bij verwerken: {row['error']}")
         if row["state"] == "quarantined":
