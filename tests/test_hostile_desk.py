@@ -226,7 +226,7 @@ def test_export_and_digest_csv_show_formulas_as_text(dovecot, smtp_server, tmp_p
 # -- Low: control and bidi characters never reach what organisers read -------------------------
 
 def test_control_and_bidi_characters_are_stripped_from_review_status_export_and_digest(
-        dovecot, smtp_server, tmp_path, monkeypatch):
+        dovecot, smtp_server, tmp_path, monkeypatch, capsys):
     from processor.desk import review, status
 
     desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
@@ -243,7 +243,16 @@ def test_control_and_bidi_characters_are_stripped_from_review_status_export_and_
              status.export_csv(desk.store, desk.settings),
              json.dumps(review.review_items(desk.store), ensure_ascii=False),
              json.dumps(digest.contents(desk.store, desk.settings, NOW), ensure_ascii=False)]
-    assert "Bert" in shown[0] and "Vraag" in shown[2]
+    from processor.commands import cli
+    # Event reasons quote names from mails (cancellation_targets does, for one).
+    with desk.store.transaction():
+        desk.store.log(now=NOW, action="needs_review", email="bert.claes@gent.be",
+                       reason=f"the name “{tricky}” matches 2 registration(s)")
+    capsys.readouterr()
+    cli.main(["history", "bert.claes@gent.be", "--db", str(desk.path),
+              "--config", str(PROJECT / "config" / "leernetwerk.toml")])
+    shown.append(capsys.readouterr().out)
+    assert "Bert" in shown[0] and "Vraag" in shown[2] and "gpj.exe" in shown[4]
     for text in shown:
         # (csv ends its own rows with CRLF: only a CR inside a row is the mail's)
         assert not any(c in text.replace("\r\n", "\n") for c in bad), text

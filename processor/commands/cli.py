@@ -13,6 +13,7 @@ from processor import config as config_module
 from processor.store import db
 from processor.desk import pipeline
 from processor.commands.common import clock_of
+from processor.display import printable
 from processor.store.db import AlreadyRunning, Store
 
 log = logging.getLogger("leernetwerk")
@@ -393,7 +394,9 @@ def cmd_history(args, settings) -> int:
     elif not events:
         print(f"Niets bekend over {args.email}.")
     for e in events if not args.json else ():
-        print(f"{e['at'][:19]}  {e['actor']:<22} {e['action']:<20} {e['reason']}")
+        # Reasons quote names and subjects from mails: no control or bidi characters on screen.
+        print(f"{e['at'][:19]}  {printable(e['actor']):<22} {e['action']:<20} "
+              f"{printable(e['reason'])}")
     return 0
 
 
