@@ -45,7 +45,7 @@ CHANGE_LABELS = {
     "session_cancelled": "sessie geannuleerd, deelnemers verwittigd",
     # The per-address daily cap: the digest is the only place such a sender is still mentioned.
     "reply_capped": "geen automatisch antwoord meer vandaag (daglimiet per adres bereikt)",
-    "reply_deferred": "mail uitgesteld tot morgen (daglimiet per adres bereikt), niet geschrapt",
+    "reply_deferred": "mail uitgesteld tot de daglimiet per adres het toelaat (niet geschrapt)",
 }
 STATUS_LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
 MAIL_KINDS = {

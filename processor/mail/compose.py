@@ -167,7 +167,7 @@ def address(name: str | None, email: str) -> Address:
     # The domain follows the last "@"; a quoted local part may hold "@" itself. Splitting at the
     # first one made `"eve@evil.example"@gent.be` a To header that clients read as an address
     # at evil.example (issue 16).
-    username, _, domain = email.rpartition("@")
+    username, _, domain = email.rpartition("@") if "@" in email else (email, "", "")
     if len(username) >= 2 and username.startswith('"') and username.endswith('"'):
         # Address quotes the local part again where it needs to; quoting twice would name
         # another mailbox.
