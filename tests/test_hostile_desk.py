@@ -121,11 +121,20 @@ def test_the_same_mail_fetched_again_after_the_upgrade_is_still_one_row(
     after a UIDVALIDITY reset its mails are recognised, not answered again."""
     from processor.store import db
 
+    import hashlib
+
     desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch)
     desk.arrive(signup("Bert Claes", "bert.claes@gent.be", "Stad Gent", date=START))
+    desk.arrive(signup("Carine Wouters", "carine.wouters@gent.be", "Stad Gent", date=START))
     desk.poll()
     conn = desk.store.conn
-    conn.execute("UPDATE messages SET identity = message_id")
+    # As the old code left it: identity = the Message-ID; Carine erased on request, her row
+    # marked with the hash of her Message-ID.
+    carine_id = conn.execute("SELECT message_id FROM messages WHERE uid = 2").fetchone()[0]
+    organiser.forget(desk.store, email="carine.wouters@gent.be", now=NOW)
+    conn.execute("UPDATE messages SET identity = message_id WHERE uid = 1")
+    conn.execute("UPDATE messages SET identity = ? WHERE uid = 2",
+                 ("forgotten:" + hashlib.sha256(carine_id.encode()).hexdigest(),))
     conn.execute("DELETE FROM schema_migrations WHERE version = 10")
     store = db.Store(db.connect(desk.path))
     desk.store = store
@@ -133,8 +142,9 @@ def test_the_same_mail_fetched_again_after_the_upgrade_is_still_one_row(
     dovecot.recreate_inbox(keep_messages=True)
     desk.poll()
 
-    assert store.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
-    assert len(smtp_server.messages) == 1
+    assert store.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 2
+    assert len(smtp_server.messages) == 2
+    assert "carine.wouters@gent.be" not in desk.status()
     assert all(b"$Processed" in f for f in dovecot.flags_of().values())
 
 

@@ -21,6 +21,8 @@ from processor.display import printable
 
 # Replies answer a person; reminders and the digest are generated (RFC 3834).
 AUTO_SUBMITTED = {"reply": "auto-replied", "generated": "auto-generated"}
+
+
 def clean(text: str | None) -> str:
     """Text from a mail goes into headers and templates on one line, without control or bidi
     characters."""
