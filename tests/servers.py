@@ -568,8 +568,11 @@ class SmtpServer:
         require_starttls: bool | None = None,
         auth_required: bool | None = None,
         rate_clock: Callable[[], float] = time.monotonic,
+        smtputf8: bool = True,
     ) -> None:
         """`tls`: None (plain), "starttls" or "implicit" (SMTPS); both need `cert`.
+
+        `smtputf8=False`: a relay that does not offer SMTPUTF8 (non-ASCII addresses refused).
 
         `auth`: (user, password) enables AUTH PLAIN/LOGIN and, unless `auth_required=False`,
         refuses mail from unauthenticated sessions.
@@ -596,7 +599,7 @@ class SmtpServer:
 
         kwargs: dict[str, object] = {
             "server_hostname": "localhost",
-            "enable_SMTPUTF8": True,
+            "enable_SMTPUTF8": smtputf8,
             "timeout": 30,  # an idle client session is dropped, never held forever
             "ready_timeout": 10.0,
         }

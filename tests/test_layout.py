@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "processor"
 
 # Higher numbers may import lower ones, never the reverse.
 LAYERS = {"commands": 6, "demo": 5, "desk": 4, "mail": 3, "store": 2, "understand": 1, "config": 1,
-          "clock": 0, "logs": 0, "names": 0, "progress": 0, "resources": 0, "__main__": 7}
+          "clock": 0, "logs": 0, "names": 0, "display": 0, "progress": 0, "resources": 0, "__main__": 7}
 
 
 def _layer(module: str) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from processor import config as config_module
 from processor.store import db
 from processor.desk import pipeline
 from processor.commands.common import clock_of
+from processor.display import printable
 from processor.store.db import AlreadyRunning, Store
 
 log = logging.getLogger("leernetwerk")
@@ -359,6 +360,9 @@ def _say_sent(queued: bool, sent) -> None:
               "its next poll.")
     elif sent.unavailable:
         print(f"SMTP unavailable ({sent.unavailable}); the worker sends the mails later.")
+    if sent.failed:
+        print(f"{sent.failed} mail(s) konden niet verstuurd worden; ze staan bij de mislukte "
+              "mails in het dagoverzicht.")
 
 
 def cmd_review(args, settings) -> int:
@@ -390,7 +394,9 @@ def cmd_history(args, settings) -> int:
     elif not events:
         print(f"Niets bekend over {args.email}.")
     for e in events if not args.json else ():
-        print(f"{e['at'][:19]}  {e['actor']:<22} {e['action']:<20} {e['reason']}")
+        # Reasons quote names and subjects from mails: no control or bidi characters on screen.
+        print(f"{e['at'][:19]}  {printable(e['actor']):<22} {e['action']:<20} "
+              f"{printable(e['reason'])}")
     return 0
 
 
@@ -438,6 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"leernetwerk: {exc}", file=sys.stderr)
         return 3
+    except sqlite3.Error as exc:
+        # One line for the person at the terminal, not a traceback (issue 16): the usual cause is
+        # a folder the worker may not write in (SQLite keeps -wal and -shm files beside the db).
+        print(f"leernetwerk: database {getattr(args, 'db', '?')}: {exc}; check that the file and "
+              "its folder exist and are writable for this user", file=sys.stderr)
+        return 4
+    except PermissionError as exc:
+        print(f"leernetwerk: no permission for {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         return 130
 

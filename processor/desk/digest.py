@@ -18,6 +18,7 @@ from processor.desk import status
 from processor.desk.review import review_items
 from processor.clock import iso
 from processor.config import Settings
+from processor.display import shell_command
 from processor.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ CHANGE_LABELS = {
     "session_cancelled": "sessie geannuleerd, deelnemers verwittigd",
     # The per-address daily cap: the digest is the only place such a sender is still mentioned.
     "reply_capped": "geen automatisch antwoord meer vandaag (daglimiet per adres bereikt)",
+    "reply_deferred": "mail uitgesteld tot de daglimiet per adres het toelaat (niet geschrapt)",
 }
 STATUS_LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
 MAIL_KINDS = {
@@ -189,7 +191,7 @@ def _bounced(settings: Settings, rows) -> list[dict]:
             "when": _when(settings, r["arrived_at"]),
             "person": _person(r["name"], r["email"], r["organisation"]),
             "status_now": STATUS_LABELS[r["status"]],
-            "command": (f"leernetwerk cancel {r['email']} --reason onbestelbaar"
+            "command": (shell_command("cancel", r["email"], "--reason", "onbestelbaar")
                         if live else None),
         })
     return out

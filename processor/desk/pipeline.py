@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
+import re
 import sqlite3
 import traceback
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from typing import Callable
 from processor.desk import outbox, readahead, registry
 from processor.clock import Clock
 from processor.config import Settings
+from processor.store import values
 from processor.store.db import Store
 from processor.mail.imap import Mailbox, MailboxError
 from processor.desk.readahead import Reader, Unreadable
@@ -59,6 +60,40 @@ def hold_oversized(w: Work) -> bool:
         "held_for_review", f"mail of {w.message['size']:,} bytes is over the limit of "
         f"{w.settings.mailbox.max_message_bytes:,}: not downloaded whole; read it in the mailbox",
         "held: too large")
+
+
+# How far into a bounce to look for the Message-ID of the mail it returns: DSNs put the
+# original's headers after a short report; a whole returned mail may follow, unread.
+_BOUNCE_SCAN_BYTES = 256 * 1024
+
+
+def our_message_ids(raw: bytes, domain: str) -> set[str]:
+    """The desk's own Message-IDs a mail names anywhere in its first bytes: In-Reply-To,
+    References, or the returned original's headers (message/rfc822, text/rfc822-headers)."""
+    if not domain:
+        return set()
+    pattern = re.compile(rb"<[^<>\s]{1,250}@" + re.escape(domain.encode("idna")) + rb">",
+                         re.IGNORECASE)
+    return {m.decode("ascii", "replace") for m in pattern.findall(raw[:_BOUNCE_SCAN_BYTES])}
+
+
+def hold_foreign_bounces(w: Work) -> bool:
+    """A delivery failure counts only for a mail the desk sent to that address. Anyone can
+    write a DSN naming a participant (issue 16): one that names none of our sent mails, or
+    a recipient they did not go to, waits for a person instead of listing them as bounced
+    with a ready cancel command."""
+    if w.reading.kind != "bounce" or not w.reading.bounced_recipients:
+        return False
+    named = our_message_ids(w.message["raw"], w.settings.smtp.message_id_domain)
+    named |= {i for i in (w.reading.in_reply_to, *w.reading.references) if i}
+    sent_to = w.store.recipients_of_sent(sorted(named))
+    strangers = [r for r in w.reading.bounced_recipients if r.lower() not in sent_to]
+    if not strangers:
+        return False
+    return w.set_aside(
+        "bounce_unrelated", f"delivery failure for {', '.join(strangers)} from "
+        f"{w.reading.sender or 'no sender'} names no mail the desk sent them: possibly forged, "
+        "not counted as a bounce", "bounce not tied to our mail")
 
 
 def skip_machines(w: Work) -> bool:
@@ -113,6 +148,12 @@ def apply_registration(w: Work) -> bool:
                         "mail address; an organiser must add them", "participant without address")
             continue
         registry.register(w.store, w.settings, person, index, origin, w.now, w.outcome)
+        if not person.email.isascii():
+            # Kept in its arrival order and answered where the relay speaks SMTPUTF8, but an
+            # accent in a local part is far more often a typo than a real mailbox: a person
+            # checks it the same day instead of a seat going to an address nobody reads.
+            w.set_aside("address_check", f"{person.email} has non-ASCII characters: check it "
+                        "for a typo (the reply may not be deliverable)", "non-ASCII address")
     if not w.reading.participants:
         w.set_aside("needs_review", "a signup in which no participant was found", "no participant")
     return True
@@ -155,6 +196,7 @@ def flag_review(w: Work) -> bool:
 # The order is the policy: machines first, then what must wait for a person, then the work.
 APPLY_STEPS: tuple[Callable[[Work], bool], ...] = (
     hold_oversized,
+    hold_foreign_bounces,
     skip_machines,
     hold_unauthenticated,
     hold_large_lists,
@@ -222,7 +264,10 @@ def understanding_options(settings: Settings) -> Options:
 
 
 def identity_of(message_id: str | None, raw: bytes) -> str:
-    return message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    """The Message-ID and a hash of the bytes: the same mail fetched again (a re-poll, a
+    UIDVALIDITY reset) is one row, and two different mails that share a Message-ID (web forms
+    and some mailers reuse them) are two (issue 16, finding 4)."""
+    return values.identity(message_id, raw)
 
 
 def _message_id_header(raw: bytes) -> str | None:

@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 from processor.mail import compose, ical
 from processor.clock import iso
 from processor.config import Settings
+from processor.display import short_name
 from processor.store.db import Store
 from processor.names import fold, is_webmail, name_key, org_key
 from processor.understand.model import Participant, Reading
 
 REPLY_PRIORITY = 0
 WORKER = "worker"
+# Over the daily cap these may be dropped: they repeat what the person was already told, or
+# answer a sender about nobody's status. Every other reply tells a change (a seat, a place,
+# a promotion, a cancellation) and is deferred until the cap allows it, never dropped.
+DROPPABLE_WHEN_CAPPED = frozenset({"already_registered", "not_registered"})
 
 
 @dataclass
@@ -93,10 +98,20 @@ def queue_reply(store: Store, settings: Settings, kind: str, *, person: dict, or
     if (copy_sender and origin.sender and origin.sender != person["email"]
             and origin.sender not in own):
         cc.append((origin.sender_name, origin.sender))
+    not_before = None
     if origin.actor == WORKER:
+        # A copy is only a copy: over the cap it is left out, and the person still hears.
         cc = [c for c in cc if not _over_cap(store, settings, c[1], origin, now)]
-        if _over_cap(store, settings, person["email"], origin, now):
+        slot = _cap_slot(store, settings, person["email"], now)
+        if slot is not None and kind in DROPPABLE_WHEN_CAPPED:
+            _log_capped(store, settings, person["email"], origin, now)
             return
+        if slot is not None:
+            not_before = slot
+            store.log(now=now, action="reply_deferred", email=person["email"],
+                      registration_id=registration_id, message=origin.message,
+                      reason=f"{kind} mail to {person['email']} deferred to {iso(slot)}: already "
+                             f"{settings.max_replies_per_day} automatic mails in 24 hours")
     attach = ical.ATTACHMENTS.get(kind)
     msg = compose.build(
         settings, rendered, to=[(person["name"], person["email"])], cc=cc,
@@ -108,21 +123,38 @@ def queue_reply(store: Store, settings: Settings, kind: str, *, person: dict, or
         kind=kind, priority=REPLY_PRIORITY, order_key=origin.arrived_at,
         sender=settings.smtp.from_address, recipients=recipients,
         message_id=msg["Message-ID"], raw=bytes(msg), registration_id=registration_id,
-        source_message=origin.message, now=now,
+        source_message=origin.message, now=now, not_before=not_before,
     )
-    store.log_replies(recipients, outbox_id, now)
+    store.log_replies(recipients, outbox_id, not_before or now)
 
 
 def _over_cap(store: Store, settings: Settings, address: str, origin: Origin,
               now: dt.datetime) -> bool:
     """A handful of automatic mails per address and day at most: a loop with a robot, or a
     stranger making us write to someone over and over, stops here; the digest shows it."""
+    if _cap_slot(store, settings, address, now) is None:
+        return False
+    _log_capped(store, settings, address, origin, now)
+    return True
+
+
+def _log_capped(store: Store, settings: Settings, address: str, origin: Origin,
+                now: dt.datetime) -> None:
+    store.log(now=now, action="reply_capped", email=address, message=origin.message,
+              reason=f"no automatic mail to {address}: already {settings.max_replies_per_day} "
+                     "in the last 24 hours")
+
+
+def _cap_slot(store: Store, settings: Settings, address: str,
+              now: dt.datetime) -> dt.datetime | None:
+    """None if one more automatic mail to `address` fits in the cap now; else the first moment
+    it fits: a day after the cap-th most recent one (mails deferred before count, at their own
+    later moment, so deferred mails line up one after another)."""
     cap = settings.max_replies_per_day
     if store.replies_to_since(address, now - dt.timedelta(days=1)) < cap:
-        return False
-    store.log(now=now, action="reply_capped", email=address, message=origin.message,
-              reason=f"no automatic mail to {address}: already {cap} in the last 24 hours")
-    return True
+        return None
+    at = dt.datetime.fromisoformat(store.nth_latest_reply(address, cap))
+    return max(now, at + dt.timedelta(days=1, seconds=1))
 
 
 def _person(row: sqlite3.Row) -> dict:
@@ -130,8 +162,10 @@ def _person(row: sqlite3.Row) -> dict:
 
 
 def _registered_by(origin: Origin, email: str) -> str | None:
+    """Who signed a person up, as that person reads it: a short, cleaned name or the address,
+    never the sender's display name verbatim (it may hold a phishing text or a link)."""
     if origin.sender and origin.sender != email:
-        return origin.sender_name or origin.sender
+        return short_name(origin.sender_name, origin.sender)
     return None
 
 
@@ -141,9 +175,12 @@ def register(store: Store, settings: Settings, person: Participant, index: int, 
     existing = store.live_registration(person.email)
     if existing is not None:
         position = store.waitlist_position(existing["id"])
+        # Her status goes to her; whoever names her is copied only if they signed her up
+        # themselves. A stranger is never told another person's seat or place (issue 16).
         queue_reply(store, settings, "already_registered", person=_person(existing),
                     origin=origin, registration_id=existing["id"], now=now,
-                    extra={"status": existing["status"], "position": position})
+                    extra={"status": existing["status"], "position": position},
+                    copy_sender=existing["registered_by"] == origin.sender)
         store.log(now=now, actor=origin.actor, action="already_registered", email=person.email,
                   registration_id=existing["id"], message=origin.message,
                   reason=f"{person.email} is already {existing['status']}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from processor.desk import organiser, pipeline, registry, review
 from processor.config import Settings
+from processor.display import shell_command
 from processor.store.db import Store
 from processor.understand import understand
 from processor.understand.model import Options, Participant, Reading
@@ -182,14 +183,14 @@ def _plan_change(store: Store, settings: Settings, row, mail: Mail, now: dt.date
                 continue  # registered already (by this mail or another): nothing to add
             if p.email and p.email in answered:
                 left.append(f"{p.email}: this mail was already answered for them; no second "
-                            f"reply (`leernetwerk register --email {p.email}` to add them)")
+                            f"reply (`{shell_command('register', '--email', p.email)}` to add them)")
                 continue
             fresh.append(p)
         work_reading = dataclasses.replace(reading, participants=tuple(fresh)) if fresh else None
     elif reading.kind == "cancellation":
         if reading.substitutes:
             left.append("a substitute is named: an organiser decides "
-                        f"(`leernetwerk resolve {row['id']} --as cancellation` or by hand)")
+                        f"(`{shell_command('resolve', row['id'], '--as', 'cancellation')}` or by hand)")
             work_reading, hold_for_person = None, True
         else:
             targets = registry.cancellation_targets(store, reading.sender, reading.participants)
@@ -197,7 +198,7 @@ def _plan_change(store: Store, settings: Settings, row, mail: Mail, now: dt.date
             for r in targets.found:
                 if r["message_id"] == row["id"] or r["arrived_at"] > row["arrived_at"]:
                     left.append(f"{r['email']} signed up with or after this mail: not cancelled "
-                                f"(`leernetwerk cancel {r['email']}` if meant)")
+                                f"(`{shell_command('cancel', r['email'])}` if meant)")
                 else:
                     chosen.append(Participant(r["name"], r["email"], r["organisation"]))
             unknown = [] if reading.sender in answered else list(targets.unknown)
@@ -208,7 +209,7 @@ def _plan_change(store: Store, settings: Settings, row, mail: Mail, now: dt.date
     for r in from_this:
         if r["email"] not in named and r["status"] != "cancelled":
             left.append(f"{r['email']} was registered from this mail ({r['status']}) and stays "
-                        f"so (`leernetwerk cancel {r['email']}` if that was wrong)")
+                        f"so (`{shell_command('cancel', r['email'])}` if that was wrong)")
 
     actor = organiser.actor_name()
 

@@ -7,6 +7,7 @@ import datetime as dt
 import io
 
 from processor.config import Settings
+from processor.display import csv_cell, printable
 from processor.store.db import Store
 
 
@@ -19,14 +20,15 @@ def registry_status(store: Store, settings: Settings) -> dict:
         arrived = dt.datetime.fromisoformat(r["arrived_at"]).astimezone(settings.event.timezone)
         rows.append({
             "email": r["email"],
-            "name": r["name"],
-            "organisation": r["organisation"],
+            # Written by a sender: shown without control or bidi characters (issue 16).
+            "name": printable(r["name"]) or None,
+            "organisation": printable(r["organisation"]) or None,
             "status": r["status"],
             "position": position if r["status"] == "waitlisted" else None,
             "arrived_at": arrived.isoformat(),
             "charter": bool(r["charter"]),
             "source": r["source"],
-            "wait_reason": r["wait_reason"],
+            "wait_reason": printable(r["wait_reason"]) or None,
         })
     return {"capacity": settings.event.capacity, "registrations": rows}
 
@@ -54,7 +56,7 @@ def as_table(data: dict) -> str:
     header = ("status", "#", "aangekomen", "naam", "e-mail", "organisatie", "opmerking")
     table = [header] + [
         (LABELS[r["status"]], str(r["position"] or ""), r["arrived_at"][:19].replace("T", " "),
-         r["name"] or "", r["email"], r["organisation"] or "", _remarks(r))
+         r["name"] or "", printable(r["email"]), r["organisation"] or "", _remarks(r))
         for r in regs
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -73,6 +75,8 @@ def export_csv(store: Store, settings: Settings) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for row in registry_status(store, settings)["registrations"]:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS}
-                        | {"charter": "ja" if row.get("charter") else "nee"})
+        cells = {k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS}
+        cells |= {"email": printable(row["email"]), "charter": "ja" if row.get("charter") else "nee"}
+        # A cell that starts like a formula is shown as text, never evaluated (issue 16).
+        writer.writerow({k: csv_cell(v) for k, v in cells.items()})
     return buffer.getvalue()

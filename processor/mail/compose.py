@@ -17,18 +17,16 @@ import jinja2
 from babel.dates import format_date
 
 from processor.config import Session, Settings
+from processor.display import printable
 
 # Replies answer a person; reminders and the digest are generated (RFC 3834).
 AUTO_SUBMITTED = {"reply": "auto-replied", "generated": "auto-generated"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
-_LINE_BREAKS = re.compile(r"[\r\n]+")
 
 
 def clean(text: str | None) -> str:
-    """Text from a mail goes into headers and templates on one line, without control characters."""
-    if not text:
-        return ""
-    return _CONTROL.sub("", _LINE_BREAKS.sub(" ", text)).strip()
+    """Text from a mail goes into headers and templates on one line, without control or bidi
+    characters."""
+    return printable(text)
 
 
 # Every reply formats the same few session dates: babel took about 1 ms a mail (profile, issue 8).
@@ -89,6 +87,9 @@ class _ReplyPolicy(EmailPolicy):
 POLICY = _ReplyPolicy(**{attr: getattr(SMTP, attr) for attr in (
     "max_line_length", "linesep", "cte_type", "raise_on_defect", "mangle_from_",
     "message_factory", "utf8", "refold_source")}, header_factory=_ReusedHeaders())
+
+
+_UTF8_POLICY = POLICY.clone(utf8=True)
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,24 @@ def new_message_id(settings: Settings) -> str:
     return make_msgid(idstring="leernetwerk", domain=settings.smtp.message_id_domain)
 
 
+# A display name is a greeting, not a message: a 2,000-character one made a header line longer
+# than the 998 a relay accepts (issue 16), and a long one is where bait would hide.
+MAX_DISPLAY_NAME = 100
+
+
 def address(name: str | None, email: str) -> Address:
-    username, _, domain = email.partition("@")
-    return Address(display_name=clean(name), username=username, domain=domain)
+    # The domain follows the last "@"; a quoted local part may hold "@" itself. Splitting at the
+    # first one made `"eve@evil.example"@gent.be` a To header that clients read as an address
+    # at evil.example (issue 16).
+    username, _, domain = email.rpartition("@") if "@" in email else (email, "", "")
+    if len(username) >= 2 and username.startswith('"') and username.endswith('"'):
+        # Address quotes the local part again where it needs to; quoting twice would name
+        # another mailbox.
+        username = re.sub(r"\\(.)", r"\1", username[1:-1])
+    display = clean(name)
+    if len(display) > MAX_DISPLAY_NAME:
+        display = display[:MAX_DISPLAY_NAME - 1].rstrip() + "…"
+    return Address(display_name=display, username=username, domain=domain)
 
 
 @lru_cache(maxsize=8)
@@ -179,7 +195,10 @@ def build(settings: Settings, rendered: Rendered, *, to: list[tuple[str | None, 
           references: tuple[str, ...] = (), auto_submitted: str = "reply",
           now: dt.datetime, message_id: str | None = None,
           attachments: list[tuple[str, str, str, bytes]] = ()) -> EmailMessage:
-    msg = EmailMessage(policy=POLICY)
+    everyone = [e for _, e in (*to, *cc)]
+    # An address that is not ASCII can only travel as UTF-8 (RFC 6532, sent with SMTPUTF8):
+    # an encoded-word inside an address is not an address. smtp.send decides if it can go.
+    msg = EmailMessage(policy=POLICY if all(e.isascii() for e in everyone) else _UTF8_POLICY)
     msg["From"] = _from_header(settings.smtp.from_name, settings.smtp.from_address)
     msg["To"] = [address(n, e) for n, e in to]
     if cc:

@@ -85,9 +85,30 @@ class Connection:
             self.smtp = None
 
     def send(self, raw: bytes, sender: str, recipients: list[str]) -> Result:
-        """A result per mail; a broken connection raises SmtpUnavailable for the caller to stop."""
+        """A result per mail; a broken connection raises SmtpUnavailable for the caller to stop.
+
+        An address smtplib cannot put in an envelope (non-ASCII, with a relay that does not
+        offer SMTPUTF8) is that one recipient's permanent refusal, never an exception: one
+        mistyped accent must not stop every mail queued behind it (issue 16, finding 1).
+        """
+        options: list[str] = []
+        unsendable: dict[str, str] = {}
+        if not all(a.isascii() for a in (sender, *recipients)):
+            if self.smtp.has_extn("smtputf8"):
+                options.append("SMTPUTF8")
+            else:
+                unsendable = {r: "not an ASCII address, and the relay does not offer SMTPUTF8"
+                              for r in recipients if not r.isascii()}
+                if not sender.isascii():
+                    return Result("permanent", f"{sender}: the sender address is not ASCII, "
+                                               "and the relay does not offer SMTPUTF8")
+        sendable = [r for r in recipients if r not in unsendable]
+        if not sendable or recipients[0] in unsendable:
+            # The mail is for its first recipient; the others are copies. Without it, it is
+            # a failure the digest shows, not a copy sent to the registrant alone.
+            return Result("permanent", _refusals(unsendable))
         try:
-            refused = self.smtp.sendmail(sender, recipients, raw)
+            refused = self.smtp.sendmail(sender, sendable, raw, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             answers = [(code, _text(m)) for code, m in exc.recipients.values()]
             detail = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in exc.recipients.items())
@@ -104,11 +125,26 @@ class Connection:
         except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as exc:
             self.smtp = None
             raise SmtpUnavailable(_describe(exc)) from exc
-        if refused:
+        except (UnicodeError, smtplib.SMTPNotSupportedError) as exc:
+            # Whatever else smtplib cannot encode: this mail's fault, not the relay's. The
+            # session may be mid-transaction; RSET so the next mail starts clean.
+            self._reset()
+            return Result("permanent", f"cannot be sent: {_describe(exc)}")
+        unsent = {r: f"{c} {_text(m)}" for r, (c, m) in refused.items()} | unsendable
+        if unsent:
             # Some recipients took it: the mail went out, note who did not.
-            detail = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in refused.items())
-            return Result("sent", f"partly refused: {detail}")
+            return Result("sent", f"partly refused: {_refusals(unsent)}")
         return Result("sent")
+
+    def _reset(self) -> None:
+        try:
+            self.smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            pass
+
+
+def _refusals(by_address: dict[str, str]) -> str:
+    return "; ".join(f"{r}: {why}" for r, why in by_address.items())
 
 
 def _text(value) -> str:

@@ -17,6 +17,7 @@ from processor.store.messages import MessageQueries
 from processor.store.migrations import MIGRATIONS
 from processor.store.outbox import OutboxQueries
 from processor.store.registrations import RegistrationQueries
+from processor.store.values import sha256_hex
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -58,6 +59,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def migrate(conn: sqlite3.Connection) -> list[int]:
+    # Migration 10 hashes stored mails in SQL.
+    conn.create_function("sha256_hex", 1, sha256_hex, deterministic=True)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"

@@ -6,7 +6,7 @@ import datetime as dt
 import sqlite3
 
 from processor.clock import iso
-from processor.store.values import forgotten_identity
+from processor.store.values import forgotten_identity, legacy_forgotten_identity
 
 
 class MessageQueries:
@@ -32,10 +32,12 @@ class MessageQueries:
     def add_message(self, *, identity, folder, uidvalidity, uid, message_id, arrived_at,
                     first_seen_at, raw: bytes, size: int | None = None,
                     truncated: bool = False) -> bool:
-        """Store a fetched mail once. A mail already known (by identity) only gets its new
-        location, so that marking it on the server still works after a UIDVALIDITY reset."""
-        if self.conn.execute("SELECT 1 FROM messages WHERE identity = ?",
-                             (forgotten_identity(identity),)).fetchone():
+        """Store a fetched mail once. A mail already known (by identity: Message-ID and the hash
+        of its bytes) only gets its new location, so that marking it on the server still works
+        after a UIDVALIDITY reset; another mail never takes its row, UID or state."""
+        if self.conn.execute("SELECT 1 FROM messages WHERE identity IN (?, ?)",
+                             (forgotten_identity(identity),
+                              legacy_forgotten_identity(message_id, raw))).fetchone():
             return False  # erased on request; seeing it again must not bring it back
         cur = self.conn.execute(
             "INSERT INTO messages (identity, folder, uidvalidity, uid, message_id, arrived_at,"

@@ -271,3 +271,22 @@ MIGRATIONS += (
         """,
     ),
 )
+
+# Issue 16, finding 4: two different mails with one Message-ID were one row, and the second
+# moved the first's UID. A mail's identity is now its Message-ID and the hash of its bytes
+# (store.values.identity); existing rows get theirs computed here (sha256_hex is registered on
+# the connection by db.migrate). A mail erased under the old identity keeps a recognisable
+# mark under "forgotten:mid:", so that fetching it again does not bring it back.
+MIGRATIONS += (
+    (
+        10,
+        "mail identity: Message-ID and the hash of the bytes",
+        """
+        UPDATE messages SET identity = 'forgotten:mid:' || substr(identity, 11)
+            WHERE identity LIKE 'forgotten:%' AND identity NOT LIKE 'forgotten:mid:%';
+        UPDATE messages SET identity = message_id || ' sha256:' || sha256_hex(raw)
+            WHERE identity NOT LIKE 'forgotten:%' AND identity NOT LIKE 'sha256:%'
+              AND message_id IS NOT NULL;
+        """,
+    ),
+)

@@ -14,13 +14,15 @@ class OutboxQueries:
 
     # -- outbox -----------------------------------------------------------------------------
     def queue_mail(self, *, kind, priority, order_key, sender, recipients, message_id, raw: bytes,
-                   registration_id, source_message, now: dt.datetime) -> int:
+                   registration_id, source_message, now: dt.datetime,
+                   not_before: dt.datetime | None = None) -> int:
+        """`not_before`: a mail deferred by the daily cap waits in the queue until then."""
         cur = self.conn.execute(
             "INSERT INTO outbox (kind, priority, order_key, sender, recipients, message_id, raw,"
             " registration_id, source_message, next_attempt_at, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (kind, priority, order_key, sender, json_list(recipients), message_id, raw,
-             registration_id, source_message, iso(now), iso(now)),
+             registration_id, source_message, iso(max(now, not_before or now)), iso(now)),
         )
         return cur.lastrowid
 
@@ -28,6 +30,13 @@ class OutboxQueries:
         return self.conn.execute(
             "SELECT COUNT(*) FROM reply_log WHERE address = ? AND at >= ?", (address, iso(since))
         ).fetchone()[0]
+
+    def nth_latest_reply(self, address: str, n: int) -> str | None:
+        """When the n-th most recent automatic mail to `address` was (or is to be) sent."""
+        row = self.conn.execute(
+            "SELECT at FROM reply_log WHERE address = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+            (address, n - 1)).fetchone()
+        return row[0] if row else None
 
     def log_replies(self, addresses: list[str], outbox_id: int, now: dt.datetime):
         self.conn.executemany("INSERT INTO reply_log (address, at, outbox) VALUES (?, ?, ?)",
@@ -47,6 +56,15 @@ class OutboxQueries:
             " AND next_attempt_at <= ? ORDER BY order_key, id LIMIT ?",
             (priority, iso(now), limit),
         ).fetchall()
+
+    def recipients_of_sent(self, message_ids: list[str]) -> set[str]:
+        """Everyone the desk's sent mails with these Message-IDs went to (lowercased)."""
+        if not message_ids:
+            return set()
+        marks = ",".join("?" * len(message_ids))
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT lower(j.value) FROM outbox o JOIN json_each(o.recipients) j"
+            f" WHERE o.message_id IN ({marks}) AND o.state = 'sent'", message_ids)}
 
     def holds_mail(self, outbox_id: int, message_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM outbox WHERE id = ? AND message_id = ?",

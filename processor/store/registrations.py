@@ -116,6 +116,13 @@ class RegistrationQueries:
             " WHERE state IN ('review', 'quarantined') ORDER BY arrived_at, uid"
         ).fetchall()
 
+    def desk_reasons(self, message_id: int, actions: tuple[str, ...]) -> list[str]:
+        """Why the desk itself set a mail aside (not what the reading said), in order."""
+        marks = ",".join("?" * len(actions))
+        return [r[0] for r in self.conn.execute(
+            f"SELECT reason FROM events WHERE message = ? AND action IN ({marks}) ORDER BY id",
+            (message_id, *actions))]
+
     def history(self, email: str) -> list[sqlite3.Row]:
         return self.conn.execute(
             "SELECT * FROM events WHERE email = ? OR registration_id IN"
