@@ -135,6 +135,10 @@ class Mailbox(Server):
     batch_size: int = 50
     max_message_bytes: int = 10_000_000
     trusted_authserv_ids: frozenset[str] = frozenset()
+    # The organisation's own receiving mail servers (a host, or a domain for all its hosts):
+    # the topmost Received header one of them wrote gives the time it accepted the mail, which
+    # then orders arrivals instead of INTERNALDATE (issue 18). Empty: INTERNALDATE only.
+    trusted_received_hosts: frozenset[str] = frozenset()
     # IMAP IDLE wakes the poll as soon as mail arrives; polling stays the fall-back.
     idle: bool = False
     # RFC 2177: servers may drop an IDLE after 30 minutes; renewing sooner also finds a silently
@@ -480,6 +484,8 @@ def from_dict(raw: dict, source: Path) -> Settings:
         batch_size=mb.positive("batch_size", 50),
         max_message_bytes=mb.positive("max_message_bytes", 10_000_000),
         trusted_authserv_ids=frozenset(a.lower() for a in _strings(mb, "trusted_authserv_ids")),
+        trusted_received_hosts=frozenset(h.lower().strip(".")
+                                         for h in _strings(mb, "trusted_received_hosts")),
         idle=mb.get("idle", bool, False),
         idle_renew_seconds=_idle_renew(mb),
     )

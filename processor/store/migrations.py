@@ -287,3 +287,16 @@ MIGRATIONS += (
         """,
     ),
 )
+
+# Issue 18: the arrival time may be refined by the receiving server's own Received time; the
+# mailbox's INTERNALDATE is kept beside it, so the order can always be explained.
+MIGRATIONS += (
+    (
+        13,
+        "INTERNALDATE kept beside the arrival time",
+        """
+        -- NULL for mails stored before this version: their arrived_at is INTERNALDATE.
+        ALTER TABLE messages ADD COLUMN internal_date TEXT;
+        """,
+    ),
+)
