@@ -193,13 +193,15 @@ def _fill(text: str, width: int, first: str = "", rest: str = "") -> list[str]:
                          break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
 
 
-def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+def wrap_text(text: str, width: int = TEXT_WIDTH, *, wrap_items: bool = True) -> str:
     """Lines of at most `width` characters, except a word (URL, address) longer than that.
 
     Lines that fit are left as the template has them. A long prose line is broken at a word,
     and what is left over is carried to the front of the next line when that one continues the
     same paragraph, so the paragraph stays even instead of ragged. A long list item, column
     or indented line goes on with its own indent; a quotation keeps its "> " on every line.
+    `wrap_items=False` leaves those structured lines whole (the digest: its items carry names
+    and subjects from mail, which stay on the one line of their item).
     """
     out: list[str] = []
     carry = ""
@@ -212,6 +214,9 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
                 out.extend(_fill(carry, width))
             carry = ""
         if len(line) <= width:
+            out.append(line)
+            continue
+        if structure is not None and not wrap_items:
             out.append(line)
             continue
         if structure is not None:
@@ -228,15 +233,16 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
     return "\n".join(out)
 
 
-def render(settings: Settings, kind: str, context: dict) -> Rendered:
-    """Render <kind>.txt and <kind>.html; the subject is the `subject` the .txt template sets."""
+def render(settings: Settings, kind: str, context: dict, *, wrap_items: bool = True) -> Rendered:
+    """Render <kind>.txt and <kind>.html; the subject is the `subject` the .txt template sets.
+    The text is wrapped after rendering (`wrap_text`)."""
     env = _environment(settings.templates_dir)
     text_template = env.get_template(f"{kind}.txt")
     module = text_template.make_module(context)
     subject = clean(getattr(module, "subject", ""))
     if not subject:
         raise jinja2.TemplateError(f"{kind}.txt does not set a subject")
-    return Rendered(subject, wrap_text(str(module)),
+    return Rendered(subject, wrap_text(str(module), wrap_items=wrap_items),
                     env.get_template(f"{kind}.html").render(context))
 
 
