@@ -84,7 +84,8 @@ class Pacer:
         at = self.hold_until
         if self.limit and len(self.done) >= self.limit:
             at = max(at, self.done[-self.limit] + self.window * PACE_MARGIN)
-        return at
+        # Never more than a window ahead: a wall clock set back must not hold the queue.
+        return min(at, self.clock() + self.window * PACE_MARGIN)
 
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -96,7 +97,7 @@ class Pacer:
         if self.stopped():
             return False
         now = self.clock()
-        at = min(self.next_at(), now + self.window * PACE_MARGIN)
+        at = self.next_at()
         if deadline is not None and at > now and at > deadline:
             return False
         if at > now:
