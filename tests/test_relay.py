@@ -160,6 +160,24 @@ def test_the_flush_yields_when_its_budget_would_be_exceeded(store, relay, fake):
     assert fake.slept >= 60
 
 
+def test_a_new_pacer_recalls_the_last_minute_from_the_outbox(store, relay, fake):
+    # A restart (or an organiser's command that sends) starts with a pacer of its own: what went
+    # out in the last minute is read from the outbox, not forgotten (issue 18).
+    settings = desk_settings(smtp_server=relay)
+    queue(store, 50)
+    outbox.flush(store, settings, NOW, limit=25,
+                 pacer=outbox.Pacer(30, clock=fake, sleep=fake.sleep))
+    fake.t += 20     # down for twenty seconds
+
+    outbox.flush(store, settings, NOW, pacer=outbox.Pacer(30, clock=fake, sleep=fake.sleep))
+
+    assert len(relay.messages) == 50 and refused(relay) == []
+    # Five more fitted in the first minute; the sixth waited until that minute was over.
+    assert 40 <= fake.slept < 42
+    sent = [r["relayed_at"] for r in store.outbox_rows()]
+    assert all(later - earlier >= 60 for earlier, later in zip(sent, sent[30:]))
+
+
 def test_no_pacing_when_the_rate_is_zero(store, smtp_server, fake):
     settings = desk_settings(smtp_server=smtp_server, smtp={"max_per_minute": 0})
     queue(store, 70)

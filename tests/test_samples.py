@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import re
 import shutil
 
 import pytest
@@ -160,3 +161,84 @@ def test_sample_contexts_carry_the_keys_the_real_mails_get(tmp_path, monkeypatch
     for kind in expected:
         for variant in samples.variants(settings, kind):
             assert set(variant) == seen[kind] - base, kind
+
+
+# -- mails as read (issue 18) ---------------------------------------------------------------------
+
+AFTER_THE_LAST_SESSION = dt.datetime(2018, 12, 19, 9, 0, tzinfo=dt.timezone.utc)
+# A word that may stand longer than a line: a link or an address is never broken.
+UNBREAKABLE = re.compile(r"^\S*(?:https?://|@)\S*$")
+
+
+def every_sample(now=None):
+    settings = config.load(PROJECT / "config" / "leernetwerk.toml")
+    for kind in samples.KINDS:
+        for variant in range(len(samples.variants(settings, kind, now or samples.sample_now(settings)))):
+            yield kind, variant, samples.build(settings, kind, variant=variant, now=now)
+
+
+def test_every_mail_reads_cleanly_no_folded_subject_no_line_over_76():
+    for kind, variant, built in every_sample():
+        raw = bytes(built)
+        head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+        assert not re.search(r"^[\w-]+:\r\n", head, re.MULTILINE), (kind, head)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        for name, value in msg.items():
+            assert value == value.strip(), (kind, variant, name, value)
+        assert msg["Subject"] == built["Subject"]
+        text = msg.get_body(("plain",)).get_content()
+        for line in text.splitlines():
+            if kind == "digest" and line[:1] in ("-", " "):
+                continue    # an item with a name or subject from mail stays on its one line
+            assert len(line) <= 76 or UNBREAKABLE.match(line.split()[-1]), (kind, variant, line)
+
+
+def test_the_event_name_in_the_text_is_wrapped_evenly_not_ragged():
+    settings = config.load(PROJECT / "config" / "leernetwerk.toml")
+    text = samples.build(settings, "already_registered").get_body(("plain",)).get_content()
+    paragraph = text.split("\n\n")[1].splitlines()
+    # The template's own line breaks follow the inserted name: no stub of a few words between
+    # two full lines.
+    assert all(len(line) > 50 for line in paragraph[:-1]), paragraph
+
+
+def test_no_double_blank_line_when_no_sessions_are_ahead():
+    for kind, variant, built in every_sample(AFTER_THE_LAST_SESSION):
+        if kind == "digest":
+            continue    # its sections are set apart by two blank lines on purpose
+        text = built.get_body(("plain",)).get_content()
+        assert not re.search(r"\n[ \t]*\n[ \t]*\n", text), (kind, variant, text)
+
+
+@pytest.mark.parametrize("line, wrapped", [
+    ("  2. dinsdag 28 augustus 2018, 14.00 – 17.00 uur – Voorstelling SDG actieplan van de"
+     " deelnemers",
+     ["  2. dinsdag 28 augustus 2018, 14.00 – 17.00 uur – Voorstelling SDG",
+      "     actieplan van de deelnemers"]),
+    ("> Graag schrijf ik mij in voor het leernetwerk, samen met twee collega's van de dienst"
+     " omgeving.",
+     ["> Graag schrijf ik mij in voor het leernetwerk, samen met twee collega's van",
+      "> de dienst omgeving."]),
+    ("    waarom:   een vraag voor de organisatoren over de parking en de bereikbaarheid met het"
+     " openbaar vervoer",
+     ["    waarom:   een vraag voor de organisatoren over de parking en de",
+      "              bereikbaarheid met het openbaar vervoer"]),
+    ("Meer weten? https://example.org/" + "a" * 80,
+     ["Meer weten?", "https://example.org/" + "a" * 80]),
+])
+def test_wrapping_keeps_lists_quotes_columns_and_links_whole(line, wrapped):
+    assert compose.wrap_text(line).split("\n") == wrapped
+
+
+def test_wrapping_carries_the_rest_into_the_same_paragraph_only():
+    text = ("Bedankt voor uw inschrijving voor het Leernetwerk Sustainable Development Goals en\n"
+            "voor uw interesse.\n"
+            "\n"
+            "Met vriendelijke groeten,\n"
+            "Team\n")
+    assert compose.wrap_text(text) == (
+        "Bedankt voor uw inschrijving voor het Leernetwerk Sustainable Development\n"
+        "Goals en voor uw interesse.\n"
+        "\n"
+        "Met vriendelijke groeten,\n"
+        "Team\n")

@@ -292,7 +292,10 @@ def contents(store: Store, settings: Settings, now: dt.datetime) -> dict:
 # -- as a mail ---------------------------------------------------------------------------------------
 
 def render(settings: Settings, data: dict, now: dt.datetime) -> compose.Rendered:
-    return compose.render(settings, KIND, compose.event_context(settings, now) | {"digest": data})
+    # Names, subjects and excerpts from mail stay on their item's one line (README): only the
+    # digest's own sentences are wrapped.
+    return compose.render(settings, KIND, compose.event_context(settings, now) | {"digest": data},
+                          wrap_items=False)
 
 
 def attachment_name(data: dict) -> str:

@@ -58,16 +58,23 @@ class Pacer:
 
     It mirrors the relay's own rule: a send may start once the send `per_minute` places back
     finished a window ago (plus a margin). Completion times are ours, taken after the relay's 250,
-    so they are never earlier than the relay's own count of that mail. The worker keeps one Pacer
-    for its life, so the rate holds across flushes; the clock and sleep are injectable for tests.
+    so they are never earlier than the relay's own count of that mail. Each time is written in
+    the outbox (`relayed_at`), and whoever takes the send lock first recalls the last window from
+    there (`recall`): a restarted worker, or an organiser's command that sends, keeps the pace
+    the worker had (issue 18). The clock is wall time for that reason (a monotonic clock starts
+    anew in each process); a wait is never longer than one window, so a clock set back cannot
+    hold the queue. `stop` (the worker's stopping event) cuts a wait short: a SIGTERM during a
+    paced burst stops the sender at once, and the rest waits in the outbox. The clock and sleep
+    are injectable for tests.
     """
 
     def __init__(self, per_minute: int, *, window_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep,
+                 stop: threading.Event | None = None):
         self.window = window_seconds
         self.per_minute = self.limit = per_minute   # 0: no pacing
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep, self.stop = clock, sleep, stop
         self.done: collections.deque[float] = collections.deque()
         self.hold_until = 0.0
         self.streak_id: int | None = None
@@ -77,20 +84,41 @@ class Pacer:
         at = self.hold_until
         if self.limit and len(self.done) >= self.limit:
             at = max(at, self.done[-self.limit] + self.window * PACE_MARGIN)
-        return at
+        # Never more than a window ahead: a wall clock set back must not hold the queue.
+        return min(at, self.clock() + self.window * PACE_MARGIN)
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def wait(self, deadline: float | None = None) -> bool:
         """Sleep until the next send may start; False (without sleeping) if that is past the
-        deadline. A mail that may go now always goes: the budget limits waiting, not sending."""
+        deadline, or when stopping. A mail that may go now always goes: the budget limits
+        waiting, not sending."""
+        if self.stopped():
+            return False
         now = self.clock()
         at = self.next_at()
         if deadline is not None and at > now and at > deadline:
             return False
         if at > now:
+            if self.stop is not None:
+                return not self.stop.wait(at - now)
             self.sleep(at - now)
         return True
 
-    def sent(self, outbox_id: int) -> None:
+    def recall(self, store: Store) -> None:
+        """Take in what the outbox says went out within the last window (this process's sends
+        and any other's): the pace holds across restarts."""
+        if not self.per_minute:
+            return
+        since = self.clock() - self.window * PACE_MARGIN
+        # A multiset union: this process's own sends are in both, and several may share a time.
+        merged = sorted((collections.Counter(self.done)
+                         | collections.Counter(store.relayed_since(since))).elements())
+        self.done = collections.deque(merged[-max(self.per_minute, 1):])
+
+    def sent(self, outbox_id: int) -> float:
+        """Count a send the relay accepted; returns its time, to be written in the outbox."""
         now = self.clock()
         self.done.append(now)
         while len(self.done) > max(self.per_minute, 1):
@@ -101,6 +129,7 @@ class Pacer:
         if self.limit < self.per_minute and len(self.done) >= self.limit \
                 and now - self.hold_until >= self.window:
             self.limit = min(self.per_minute, self.limit * 2)
+        return now
 
     def throttled(self, outbox_id: int) -> bool:
         """Pause a whole window and halve the rate; True while the mail should keep its place."""
@@ -112,8 +141,9 @@ class Pacer:
         return self.streak < MAX_THROTTLES_PER_MAIL
 
 
-def pacer_for(settings: Settings) -> Pacer:
-    return Pacer(settings.smtp.max_per_minute)
+def pacer_for(settings: Settings, stop: threading.Event | None = None) -> Pacer:
+    return Pacer(settings.smtp.max_per_minute, window_seconds=settings.smtp.rate_window_seconds,
+                 stop=stop)
 
 
 def retry_delay(attempts: int, ceiling: int) -> dt.timedelta:
@@ -141,6 +171,8 @@ def flush(store: Store, settings: Settings, now: dt.datetime, *, limit: int | No
         return report
     try:
         fold_sent_journal(store)
+        pacer = pacer or pacer_for(settings)
+        pacer.recall(store)
         return _flush(store, settings, now, report, limit=limit, connect=connect, pacer=pacer,
                       budget_seconds=budget_seconds)
     finally:
@@ -152,8 +184,7 @@ def _send_lock(store: Store) -> WorkerLock:
 
 
 def _flush(store: Store, settings: Settings, now: dt.datetime, report: FlushReport, *,
-           limit, connect, pacer, budget_seconds) -> FlushReport:
-    pacer = pacer or pacer_for(settings)
+           limit, connect, pacer: Pacer, budget_seconds) -> FlushReport:
     deadline = None if budget_seconds is None else pacer.clock() + budget_seconds
     rows = store.due_mail(now, PAGE if limit is None else min(PAGE, limit))
     if not rows or not pacer.wait(deadline):
@@ -174,9 +205,8 @@ def _flush(store: Store, settings: Settings, now: dt.datetime, report: FlushRepo
                         log.info("relay throttles (%s): pausing %.0f s, then at most %d a"
                                  " window", result.detail, pacer.window, pacer.limit)
                         return report
-                    if result.status == "sent":
-                        pacer.sent(row["id"])
-                    _record(store, settings, row, result, now, report)
+                    relayed_at = pacer.sent(row["id"]) if result.status == "sent" else None
+                    _record(store, settings, row, result, now, report, relayed_at)
                     if limit is not None and len(tried) >= limit:
                         return report
                 rows = store.due_mail(now, PAGE)
@@ -188,15 +218,15 @@ def _flush(store: Store, settings: Settings, now: dt.datetime, report: FlushRepo
 
 
 def _record(store: Store, settings: Settings, row, result: smtp.Result, now: dt.datetime,
-            report: FlushReport) -> None:
+            report: FlushReport, relayed_at: float | None = None) -> None:
     with store.transaction():
-        _record_one(store, settings, row, result, now, report)
+        _record_one(store, settings, row, result, now, report, relayed_at)
 
 
 def _record_one(store: Store, settings: Settings, row, result: smtp.Result, now: dt.datetime,
-                report: FlushReport) -> None:
+                report: FlushReport, relayed_at: float | None = None) -> None:
     if result.status == "sent":
-        store.mark_sent(row["id"], now)
+        store.mark_sent(row["id"], now, relayed_at)
         report.sent += 1
     elif result.status == "permanent":
         store.mark_failed(row["id"], result.detail)
@@ -247,6 +277,7 @@ class Alongside:
         self._interval = sys.getswitchinterval()
         try:
             fold_sent_journal(self.store)
+            self.pacer.recall(self.store)
             self._stop.clear()
             # The applying thread is busy in Python most of the time; by default it would keep
             # the interpreter up to 5 ms while the sender waits to write down a 250 (measured:
@@ -292,18 +323,19 @@ class Alongside:
         counted = FlushReport()
         try:
             with self.store.transaction():
-                for row, result in answers:
+                for row, result, relayed_at in answers:
                     if result.status == "throttled":
                         self.store.mark_throttled(row["id"], result.detail)
                         counted.throttled += 1
                     else:
-                        _record_one(self.store, self.settings, row, result, now, counted)
+                        _record_one(self.store, self.settings, row, result, now, counted,
+                                    relayed_at)
         except BaseException:
             for answer in answers:
                 self._answers.put(answer)
             raise
         self.report = self.report.add(counted)
-        self._recorded.extend(row["id"] for row, _ in answers)
+        self._recorded.extend(row["id"] for row, _, _ in answers)
 
     def _send(self) -> None:
         reader = journal = None
@@ -347,18 +379,18 @@ class Alongside:
         result = conn.get().send(row["raw"], row["sender"], json.loads(row["recipients"]))
         if result.status == "throttled":
             if self.pacer.throttled(row["id"]):
-                self._answers.put((row, result))   # it keeps its place: tried after the pause
+                self._answers.put((row, result, None))   # it keeps its place: tried after the pause
                 log.info("relay throttles (%s): pausing %.0f s, then at most %d a window",
                          result.detail, self.pacer.window, self.pacer.limit)
                 return False
             # Refused this often in a row: that mail's problem, retried like any 4xx (as in flush).
             result = smtp.Result("temporary", result.detail)
         unrecorded.add(row["id"])
+        relayed_at = self.pacer.sent(row["id"]) if result.status == "sent" else None
         # The queue first: it cannot fail, so a journal that cannot be written (disk full)
         # stops this thread without the answer being lost and the mail sent again.
-        self._answers.put((row, result))
+        self._answers.put((row, result, relayed_at))
         if result.status == "sent":
-            self.pacer.sent(row["id"])
             journal.add(row["id"], row["message_id"], self.clock.now())
         return True
 

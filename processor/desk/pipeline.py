@@ -21,6 +21,7 @@ from processor.store.db import Store
 from processor.mail.imap import Mailbox, MailboxError
 from processor.desk.readahead import Reader, Unreadable
 from processor.understand import load_domain_organisations, understand
+from processor.understand.received import accepted_at
 from processor.understand.model import Options, Reading
 
 log = logging.getLogger(__name__)
@@ -304,15 +305,20 @@ def fetch(mailbox: Mailbox, store: Store, settings: Settings, clock: Clock,
     stored = 0
     batch: list = []
 
+    trusted = settings.mailbox.trusted_received_hosts
+
     def commit_batch():
         nonlocal stored
         with store.transaction():
             for mail in batch:
                 message_id = _message_id_header(mail.raw)
+                # After an outage the mailbox gets queued mail in any order; when our own
+                # receiving server accepted it says who wrote first (README: arrival order).
+                arrived = accepted_at(mail.raw, mail.arrived_at, trusted) or mail.arrived_at
                 if store.add_message(
                     identity=identity_of(message_id, mail.raw), folder=folder,
                     uidvalidity=mail.uidvalidity, uid=mail.uid,
-                    message_id=message_id, arrived_at=mail.arrived_at,
+                    message_id=message_id, arrived_at=arrived, internal_date=mail.arrived_at,
                     first_seen_at=clock.now(), raw=mail.raw, size=mail.size,
                     truncated=mail.truncated,
                 ):

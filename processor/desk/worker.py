@@ -27,17 +27,38 @@ IDLE_RECONNECT_MAX_SECONDS = 60
 REMINDER_CHECK_MINUTES = 5
 
 
+class _SchedulerLog(logging.LoggerAdapter):
+    """APScheduler's own logger, except that a run skipped because the job is still running is
+    not a warning: the poll is woken (IDLE, reminders, the digest) and fires on its interval
+    while a long paced flush is still going, and that poll goes round once more by design
+    (`woken`). A warning on every start would make monitoring that alerts on warnings fire on
+    every restart (issue 18)."""
+
+    def warning(self, msg, *args, **kwargs):
+        if isinstance(msg, str) and "maximum number of running instances" in msg:
+            self.debug(msg, *args, **kwargs)
+        else:
+            super().warning(msg, *args, **kwargs)
+
+
+def scheduler_logger() -> logging.LoggerAdapter:
+    return _SchedulerLog(logging.getLogger("apscheduler.scheduler"), {})
+
+
 def run(settings: Settings, db_path: str, clock: Clock) -> None:
     with db.WorkerLock(db_path), imap.worker_lock(settings.mailbox):
         store = db.Store(db.connect(db_path))
         stopping = threading.Event()
-        scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS)
+        scheduler = BlockingScheduler(timezone=settings.event.timezone, job_defaults=JOB_DEFAULTS,
+                                      logger=scheduler_logger())
         # The scheduler keeps real time; --now only changes what the jobs decide. A first run
         # set at a --now in the past would be dropped as years late.
         started = dt.datetime.now(dt.timezone.utc)
 
-        # One pacer for the worker's life: the relay's rate holds across polls.
-        pacer = outbox.pacer_for(settings)
+        # One pacer for the worker's life: the relay's rate holds across polls (and, through the
+        # outbox's relayed_at, across restarts). A stop cuts its wait short: the rest of a paced
+        # burst waits in the outbox instead of holding `systemctl stop` for up to a minute.
+        pacer = outbox.pacer_for(settings, stop=stopping)
         woken = threading.Event()
 
         def poll_job():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import textwrap
 from dataclasses import dataclass
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
@@ -73,15 +74,33 @@ class _ReplyPolicy(EmailPolicy):
     def _fold(self, name, value, refold_binary=False):
         if (not hasattr(value, "name") or name.lower() in self._unique or "boundary=" in value
                 or len(self._folded) > 1024):
-            return super()._fold(name, value, refold_binary)
+            return self._fold_once(name, value, refold_binary)
         # Everything fold() reads: the header's own name and value, and the policy's settings
         # (a clone with another line length or utf8 shares this memo).
         key = (value.name, str(value), type(value).__mro__[1], self.max_line_length,
                self.linesep, self.utf8, self.cte_type)
         folded = self._folded.get(key)
         if folded is None:
-            folded = self._folded[key] = super()._fold(name, value, refold_binary)
+            folded = self._folded[key] = self._fold_once(name, value, refold_binary)
         return folded
+
+    def _fold_once(self, name, value, refold_binary=False):
+        folded = super()._fold(name, value, refold_binary)
+        bare = f"{name}:{self.linesep} "
+        if not folded.startswith(bare):
+            return folded
+        # The stdlib folds a long ASCII Subject right after "Subject:"; Python's parser and some
+        # clients then show it with a leading space (issue 18). Fold it at words instead, or
+        # (encoded words, which must stay as they are) keep the first line whole: the line is
+        # then a little over 78 characters, far under the limit of 998.
+        text = str(value)
+        if text.isascii() and "=?" not in text and all(len(w) < self.max_line_length - 10
+                                                          for w in text.split()):
+            lines = textwrap.wrap(text, self.max_line_length - 1, initial_indent=f"{name}: ",
+                                  subsequent_indent=" ", break_long_words=False,
+                                  break_on_hyphens=False)
+            return self.linesep.join(lines) + self.linesep
+        return f"{name}: " + folded[len(bare):]
 
 
 POLICY = _ReplyPolicy(**{attr: getattr(SMTP, attr) for attr in (
@@ -145,15 +164,87 @@ def event_context(settings: Settings, now: dt.datetime) -> dict:
     }
 
 
-def render(settings: Settings, kind: str, context: dict) -> Rendered:
-    """Render <kind>.txt and <kind>.html; the subject is the `subject` the .txt template sets."""
+# Plain-text parts are read in clients that show lines as they come: templates are wrapped by
+# hand, but an event's name, a theme or a person's name inserted into them makes lines of 90 to
+# 110 characters (issue 18). So the text is wrapped after rendering, at the width mail uses.
+TEXT_WIDTH = 76
+# A line that is part of a structure, never merged with the next: an indented line, a list
+# item, a quotation, "Label:   value" (columns), the signature's "--".
+_LIST = re.compile(r"(?P<lead>[ \t]*(?:[-*•]|\d{1,3}[.)])[ \t]+)\S")
+_COLUMN = re.compile(r"(?P<lead>[ \t]*[^\s:]{1,30}(?: [^\s:]{1,30}){0,2}:[ \t]{2,})\S")
+_QUOTE = re.compile(r"(?P<lead>(?:>[ \t]?)+)")
+
+
+def _hanging(line: str) -> tuple[str, str] | None:
+    """(first-line prefix, continuation indent) of a structured line; None for prose."""
+    if m := _QUOTE.match(line):
+        return m["lead"], m["lead"]
+    for pattern in (_LIST, _COLUMN):
+        if m := pattern.match(line):
+            return "", " " * len(m["lead"].expandtabs())
+    if line[:1].isspace() or line.rstrip() == "--":
+        lead = line[:len(line) - len(line.lstrip())]
+        return "", lead
+    return None
+
+
+def _fill(text: str, width: int, first: str = "", rest: str = "") -> list[str]:
+    # Never inside a word: a URL or an address longer than the line stays whole on its own.
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
+
+
+def wrap_text(text: str, width: int = TEXT_WIDTH, *, wrap_items: bool = True) -> str:
+    """Lines of at most `width` characters, except a word (URL, address) longer than that.
+
+    Lines that fit are left as the template has them. A long prose line is broken at a word,
+    and what is left over is carried to the front of the next line when that one continues the
+    same paragraph, so the paragraph stays even instead of ragged. A long list item, column
+    or indented line goes on with its own indent; a quotation keeps its "> " on every line.
+    `wrap_items=False` leaves those structured lines whole (the digest: its items carry names
+    and subjects from mail, which stay on the one line of their item).
+    """
+    out: list[str] = []
+    carry = ""
+    for line in text.split("\n"):
+        structure = _hanging(line) if line.strip() else None
+        if carry:
+            if line.strip() and structure is None:
+                line = carry + " " + line.lstrip()
+            else:
+                out.extend(_fill(carry, width))
+            carry = ""
+        if len(line) <= width:
+            out.append(line)
+            continue
+        if structure is not None and not wrap_items:
+            out.append(line)
+            continue
+        if structure is not None:
+            prefix, indent = structure
+            body = line[len(prefix):]
+            lead = body[:len(body) - len(body.lstrip())]
+            out.extend(_fill(body.strip(), width, prefix + lead, indent))
+            continue
+        lines = _fill(line, width)
+        out.append(lines[0])
+        carry = " ".join(lines[1:])
+    if carry:
+        out.extend(_fill(carry, width))
+    return "\n".join(out)
+
+
+def render(settings: Settings, kind: str, context: dict, *, wrap_items: bool = True) -> Rendered:
+    """Render <kind>.txt and <kind>.html; the subject is the `subject` the .txt template sets.
+    The text is wrapped after rendering (`wrap_text`)."""
     env = _environment(settings.templates_dir)
     text_template = env.get_template(f"{kind}.txt")
     module = text_template.make_module(context)
     subject = clean(getattr(module, "subject", ""))
     if not subject:
         raise jinja2.TemplateError(f"{kind}.txt does not set a subject")
-    return Rendered(subject, str(module), env.get_template(f"{kind}.html").render(context))
+    return Rendered(subject, wrap_text(str(module), wrap_items=wrap_items),
+                    env.get_template(f"{kind}.html").render(context))
 
 
 def new_message_id(settings: Settings) -> str:

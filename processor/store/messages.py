@@ -31,7 +31,7 @@ class MessageQueries:
     # -- messages ---------------------------------------------------------------------------
     def add_message(self, *, identity, folder, uidvalidity, uid, message_id, arrived_at,
                     first_seen_at, raw: bytes, size: int | None = None,
-                    truncated: bool = False) -> bool:
+                    truncated: bool = False, internal_date=None) -> bool:
         """Store a fetched mail once. A mail already known (by identity: Message-ID and the hash
         of its bytes) only gets its new location, so that marking it on the server still works
         after a UIDVALIDITY reset; another mail never takes its row, UID or state."""
@@ -41,10 +41,12 @@ class MessageQueries:
             return False  # erased on request; seeing it again must not bring it back
         cur = self.conn.execute(
             "INSERT INTO messages (identity, folder, uidvalidity, uid, message_id, arrived_at,"
-            " first_seen_at, size, raw, truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " first_seen_at, size, raw, truncated, internal_date)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (identity) DO NOTHING",
             (identity, folder, uidvalidity, uid, message_id, iso(arrived_at), iso(first_seen_at),
-             size if size is not None else len(raw), raw, int(truncated)),
+             size if size is not None else len(raw), raw, int(truncated),
+             iso(internal_date or arrived_at)),
         )
         if cur.rowcount:
             return True

@@ -290,3 +290,32 @@ MIGRATIONS += (
         """,
     ),
 )
+
+# Issue 18: the relay's pace is counted from the database, so a restart (or an organiser's
+# command that sends) does not forget what went out in the last minute.
+MIGRATIONS += (
+    (
+        12,
+        "when the relay accepted each mail, for pacing across restarts",
+        """
+        -- Seconds since the epoch (the pacer's clock) of the relay's 250, for every mail this
+        -- version sends. sent_at is the program's clock (--now) and the flush's start, so it
+        -- cannot tell how many went out in the last sixty seconds.
+        ALTER TABLE outbox ADD COLUMN relayed_at REAL;
+        CREATE INDEX outbox_relayed ON outbox (relayed_at) WHERE relayed_at IS NOT NULL;
+        """,
+    ),
+)
+
+# Issue 18: the arrival time may be refined by the receiving server's own Received time; the
+# mailbox's INTERNALDATE is kept beside it, so the order can always be explained.
+MIGRATIONS += (
+    (
+        13,
+        "INTERNALDATE kept beside the arrival time",
+        """
+        -- NULL for mails stored before this version: their arrived_at is INTERNALDATE.
+        ALTER TABLE messages ADD COLUMN internal_date TEXT;
+        """,
+    ),
+)

@@ -70,13 +70,19 @@ class OutboxQueries:
         return self.conn.execute("SELECT 1 FROM outbox WHERE id = ? AND message_id = ?",
                                  (outbox_id, message_id)).fetchone() is not None
 
-    def mark_sent(self, outbox_id: int, now: dt.datetime) -> int:
-        """1 if the row was pending and is now sent, 0 if it was already recorded."""
+    def mark_sent(self, outbox_id: int, now: dt.datetime, relayed_at: float | None = None) -> int:
+        """1 if the row was pending and is now sent, 0 if it was already recorded.
+        `relayed_at`: the pacer's clock at the relay's 250 (seconds), what pacing counts."""
         return self.conn.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1,"
-            " last_error = NULL WHERE id = ? AND state = 'pending'",
-            (iso(now), outbox_id),
+            "UPDATE outbox SET state = 'sent', sent_at = ?, relayed_at = ?,"
+            " attempts = attempts + 1, last_error = NULL WHERE id = ? AND state = 'pending'",
+            (iso(now), relayed_at, outbox_id),
         ).rowcount
+
+    def relayed_since(self, since: float) -> list[float]:
+        """When the relay accepted each mail from `since` on (the pacer's clock), oldest first."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT relayed_at FROM outbox WHERE relayed_at >= ? ORDER BY relayed_at", (since,))]
 
     def mark_retry(self, outbox_id: int, error: str, next_attempt_at: dt.datetime):
         self.conn.execute(
