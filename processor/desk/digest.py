@@ -14,7 +14,7 @@ from email.parser import BytesHeaderParser
 from babel.dates import format_datetime
 
 from processor.mail import compose
-from processor.desk import status
+from processor.desk import bymail, status
 from processor.desk.review import review_items
 from processor.clock import iso
 from processor.config import Settings
@@ -186,6 +186,7 @@ def _bounced(settings: Settings, rows) -> list[dict]:
         seen.add(r["email"])
         live = r["status"] != "cancelled"
         out.append({
+            "registration_id": r["registration_id"],
             "when": _when(settings, r["arrived_at"]),
             "person": _person(r["name"], r["email"], r["organisation"]),
             "status_now": STATUS_LABELS[r["status"]],
@@ -245,6 +246,11 @@ def contents(store: Store, settings: Settings, now: dt.datetime) -> dict:
         "late_reminders": _late_reminders(
             settings, store.late_reminders_between(after_event, upto_event)),
     }
+    # Each open item gets its mailto: links, so an organiser settles it from Outlook (issue 19).
+    for rows in (attention["review"], attention["quarantined"], attention["bounced"]):
+        for row in rows:
+            row["links"] = []
+    bymail.digest_links(settings, attention, now)
     changes = _changes(settings, events, positions)
     outbox = store.outbox_counts_between(after_outbox, upto_outbox)
     attention_count = sum(len(v) for v in attention.values())
@@ -284,6 +290,8 @@ def contents(store: Store, settings: Settings, now: dt.datetime) -> dict:
         },
         "registrations": len(regs),
         "quiet_day": not changes and attention_count == 0,
+        "has_links": any(row["links"] for rows in (attention["review"], attention["quarantined"],
+                                                   attention["bounced"]) for row in rows),
     }
 
 

@@ -17,6 +17,7 @@ from processor.store.messages import MessageQueries
 from processor.store.migrations import MIGRATIONS
 from processor.store.outbox import OutboxQueries
 from processor.store.registrations import RegistrationQueries
+from processor.store.requests import RequestQueries
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -275,7 +276,7 @@ def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> BackupResult:
     return BackupResult(pages, folded, journal_error)
 
 
-class Store(MessageQueries, RegistrationQueries, OutboxQueries, EventQueries):
+class Store(MessageQueries, RegistrationQueries, OutboxQueries, EventQueries, RequestQueries):
     """Every query the program makes, as methods on plain data; callers hold the transaction."""
 
     def __init__(self, conn: sqlite3.Connection):
