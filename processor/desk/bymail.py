@@ -115,7 +115,8 @@ def digest_links(settings: Settings, attention: dict, now: dt.datetime) -> dict:
         if row.get("registration_id") and row.get("command"):
             row["links"] = [decision_link(settings, key, "unsubscribe",
                                           f"r{row['registration_id']}",
-                                          f"onbestelbaar adres {row['person']['email']}", expires)]
+                                          f"{row['person']['email']} (adres werkt niet)",
+                                          expires)]
     return attention
 
 
@@ -137,9 +138,12 @@ def decide(w) -> bool:
     from_organiser = sender in organiser_addresses(settings)
     if not from_organiser and b"LN-" not in raw and b"ln-" not in raw.lower():
         return False  # the common case: no parse twice
-    if sender in desk_addresses(settings) or reading.kind in ("bounce", "auto_reply"):
-        # Our own digest or answer come back to us, a bounce or an out-of-office quoting a
-        # link: never input.
+    if sender in desk_addresses(settings):
+        return False  # our own digest or answer, come back to us: never input
+    if not from_organiser and reading.kind in ("bounce", "auto_reply"):
+        # A bounce or an out-of-office quoting a participant's link. (An organiser's own mail
+        # is judged by its headers below: a decision about an "onbestelbaar" address may read
+        # like a bounce to the classifiers.)
         return False
     mail = read_command_mail(raw)
     if mail.automatic or _is_ours(settings, mail.message_id):
@@ -514,7 +518,9 @@ def _answer(w, *, subject: str, refused: str | None = None, summary: str = "",
     if done is None:
         done = [f"{DONE.get(e['action'], e['action'])}: {compose.clean(e['email'] or '-')}"
                 for e in (result.events if result else []) if e["action"] in DONE]
-    answer = {"subject": f"{subject}: {compose.clean(w.reading.subject)[:120]}",
+    # The organiser's subject without its code: a reply to the answer is no second decision.
+    echoed = compose.clean(tokens.PATTERN.sub("", w.reading.subject or "")).strip(" []")[:120]
+    answer = {"subject": f"{subject}: {echoed}" if echoed else subject,
               "refused": refused, "summary": summary, "done": done,
               "mailed": mailed if mailed is not None else _mailed_lines(result),
               "command": compose.clean(command), "confirm_link": confirm_link, "token": token,
