@@ -486,6 +486,80 @@ def test_own_signup_supersedes_whoever_registered_them(desk):
         "deelnemen.\n\nGroeten,\nEve\n")))
     desk.poll(at(20, 12))
     assert desk.status()[gina]["status"] == "confirmed"
-    assert [e["action"] for e in history(desk.store, gina)][-1] in (
-        "registrant_superseded", "already_registered")
+    assert [e["action"] for e in history(desk.store, gina)] == [
+        "confirmed", "registrant_superseded", "already_registered"]
     assert any(i["sender"] == eve for i in review.review_items(desk.store))
+    assert [m["Subject"].strip().split(":")[0] for m in desk.mails_to(eve)] == [
+        "Inschrijving bevestigd"]     # Eve was copied on Gina's confirmation, and nothing since
+
+
+# -- the token itself, and the samples -------------------------------------------------------------
+
+def test_a_token_binds_action_item_expiry_and_address():
+    key, now = b"sleutel-van-zestien-tekens", dt.datetime(2018, 5, 21, 8, tzinfo=dt.timezone.utc)
+    expires = now + dt.timedelta(days=7)
+    token = tokens.make(key, "registration", "m12", expires)
+    assert len(token.text) < 60 and tokens.parse(token.text) == token
+    assert tokens.verify(key, tokens.parse(token.text), now) == "valid"
+    assert tokens.verify(key, token, expires) == "expired"
+    assert tokens.verify(b"een-andere-sleutel-zestien", token, now) == "invalid"
+    for changed in (token.text.replace("-i-", "-n-"), token.text.replace("-m12-", "-m13-")):
+        assert tokens.verify(key, tokens.parse(changed), now) == "invalid"
+    later = tokens.make(key, "registration", "m12", expires + dt.timedelta(days=30))
+    forged = tokens.Token("registration", "m12", later.expires, token.mac)
+    assert tokens.verify(key, forged, now) == "invalid"
+    bound = tokens.make(key, "confirm", "c3", expires, "an@gent.be")
+    assert tokens.verify(key, bound, now, "an@gent.be") == "valid"
+    assert tokens.verify(key, bound, now, "eve@elders.be") == "invalid"
+    assert tokens.parse("LN-x-m12-abc-" + "a" * 24) is None
+
+
+def test_the_samples_of_the_by_mail_kinds_carry_the_real_keys(desk, monkeypatch):
+    from processor.demo import samples
+    from processor.mail import compose
+
+    seen: dict[str, set] = {}
+    real = compose.render
+
+    def recording(settings_, kind, context):
+        seen.setdefault(kind, set()).update(context)
+        return real(settings_, kind, context)
+
+    monkeypatch.setattr(compose, "render", recording)
+    first_day(desk)
+    name, email, _ = PERSONS[0]
+    desk.arrive(plain_mail(name, email, "Afmelding", CANCEL.format(name=name), auth=None))
+    desk.arrive(mail_from(ANN, "bericht", "BERICHT sessie 1: Zaal 3.\n"))
+    desk.poll(at(21, 9))
+    click(desk, _confirm_link(answers_to(desk, ANN)[-1]), ANN)
+    desk.poll(at(21, 9, 5))
+    base = set(compose.event_context(desk.settings, at(21, 9))) | {"person"}
+    for kind in samples.BY_MAIL_KINDS:
+        for variant in samples.variants(desk.settings, kind):
+            assert set(variant) == seen[kind] - base, kind
+            if kind == "organiser_answer":
+                assert set(variant["answer"]) == {
+                    "subject", "refused", "summary", "done", "mailed", "command",
+                    "confirm_link", "token", "expires", "attachment"}
+
+
+def test_the_digest_and_answers_coming_back_to_the_desk_are_never_input(desk):
+    """The shipped [organisers] holds the desk's own mailbox: the digest lands where the desk
+    reads. Neither it, nor an answer to an organiser, nor an organiser's reply quoting the
+    digest's links is a decision or a signup."""
+    first_day(desk)
+    _, digest_mail = digest_links(desk)
+    click(desk, links_of(digest_mail.get_body(("html",)).get_content())["Niets doen"][0])
+    desk.poll(at(21, 9))
+    answer = answers_to(desk, ANN)[-1]
+    frozen, before = snapshot(desk), len(desk.smtp.messages)
+    desk.arrive(bytes(digest_mail))
+    desk.arrive(bytes(answer))
+    quoted = "\n".join("> " + line for line in
+                        digest_mail.get_body(("plain",)).get_content().splitlines())
+    desk.arrive(mail_from(BOB, "RE: " + digest_mail["Subject"].strip(),
+                          f"Dank je, ziet er goed uit.\n\nBob\n\n{quoted}\n"))
+    desk.poll(at(21, 10))
+    assert snapshot(desk) == frozen
+    assert mails_since(desk, before) == []
+    assert desk.store.conn.execute("SELECT COUNT(*) FROM used_tokens").fetchone()[0] == 1

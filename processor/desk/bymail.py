@@ -97,10 +97,11 @@ def decision_link(settings: Settings, key: bytes, action: str, item: str, what: 
             "href": mailto(settings, subject, body)}
 
 
-def digest_links(settings: Settings, attention: dict, now: dt.datetime) -> dict:
+def digest_links(settings: Settings, attention: dict, now: dt.datetime,
+                 key: bytes | None = None) -> dict:
     """Attach to each open item of the digest its links (HTML buttons, plain lines). Without a
     token secret (or with decisions by mail turned off) the digest has no links."""
-    key = secret(settings)
+    key = key or secret(settings)
     if key is None:
         return attention
     expires = now + dt.timedelta(days=settings.organiser_mail.link_days)

@@ -44,6 +44,9 @@ CHANGE_LABELS = {
     "session_cancelled": "sessie geannuleerd, deelnemers verwittigd",
     # The per-address daily cap: the digest is the only place such a sender is still mentioned.
     "reply_capped": "geen automatisch antwoord meer vandaag (daglimiet per adres bereikt)",
+    "announced": "bericht verstuurd aan alle bevestigde deelnemers",
+    "confirmation_asked": "afmelding of vervanging wacht op bevestiging door de deelnemer",
+    "registrant_superseded": "schreef zichzelf in; wie hen eerder inschreef kan niet meer afmelden",
 }
 STATUS_LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
 MAIL_KINDS = {
@@ -51,6 +54,8 @@ MAIL_KINDS = {
     "registration_closed": "inschrijving gesloten", "cancelled": "uitschrijving",
     "promoted": "plaats vrijgekomen", "substitute": "vervanging", "not_registered": "niet ingeschreven",
     "reminder": "herinnering", "session_update": "sessiewijziging", KIND: "dagoverzicht",
+    "confirm_request": "vraag om bevestiging", "announcement": "bericht aan de deelnemers",
+    "organiser_answer": "antwoord aan een organisator",
 }
 _SESSION_NUMBER = re.compile(r"\bsession (\d+)\b")
 
