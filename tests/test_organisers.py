@@ -403,6 +403,10 @@ def test_an_unauthenticated_cancellation_waits_for_the_participant(desk):
     [ask] = mails_since(desk, before)
     assert list(ask.rcpt_tos) == [email] and ask.message["Subject"].strip().startswith("Bevestig uw afmelding")
     [href] = [h for h in links_of(ask.message.get_body(("html",)).get_content()).values()][0]
+    # Asked again (a forger insisting): she is not written to twice.
+    desk.arrive(plain_mail(name, email, "Afmelding", CANCEL.format(name=name), auth=None))
+    desk.poll(at(21, 9, 2))
+    assert len(mails_since(desk, before)) == 1
 
     # The link from any other address does nothing, and answers nobody.
     frozen, before = snapshot(desk), len(desk.smtp.messages)

@@ -422,12 +422,22 @@ def ask_participant(w, kind: str, row, substitute: Participant | None = None) ->
         return False
     expires = w.now + dt.timedelta(days=w.settings.organiser_mail.confirm_days)
     email = row["email"]
+    waiting = w.store.open_request_for_registration(row["id"], kind, w.now)
     summary = (f"{email} replaced by {substitute.email}" if substitute
                else f"cancel {email}")
     payload = {"substitute": substitute.as_dict() if substitute else None}
     request_id = w.store.add_request(kind=kind, email=email, message=w.message["id"],
                                      registration_id=row["id"], payload=payload,
                                      summary=summary, now=w.now, expires=expires)
+    if waiting is not None and waiting["payload"] == json.dumps(payload, ensure_ascii=False):
+        # One question at a time: a stranger repeating a forged request does not make us write
+        # to the participant again; their answer to the first settles this mail too.
+        w.store.log(now=w.now, action="confirmation_pending", email=email,
+                    registration_id=row["id"], message=w.message["id"],
+                    reason=f"{kind} for {email} asked again by {w.reading.sender}; request "
+                           f"{waiting['id']} already waits for their confirmation: not asked twice")
+        w.outcome.review("waits for the participant's confirmation")
+        return True
     token = tokens.make(key, "confirm", f"c{request_id}", expires, target=email).text
     label = "Bevestiging vervanging" if substitute else "Bevestiging afmelding"
     link = mailto(w.settings, f"{label} [{token}]",
@@ -462,8 +472,10 @@ def _participant_confirms(w, texts: tuple[str, ...]) -> None:
         w.log("token_refused", f"a mail with a decision code from {sender}, who is not an "
               f"organiser: {why}; nothing done, not answered")
 
-    if key is None or len(texts) != 1:
-        return refuse("no usable code")
+    claimed = tokens.parse(texts[0]) if len(texts) == 1 else None
+    if key is None or claimed is None or claimed.action != "confirm" \
+            or not claimed.item.startswith("c"):
+        return refuse("no participant's confirmation code")
     if w.reading.authentication == "fail":
         return refuse("sender authentication (DMARC) failed")
     token, why = _check(w, key, texts[0], sender)
@@ -488,11 +500,18 @@ def _participant_confirms(w, texts: tuple[str, ...]) -> None:
                         reason=f"cancellation asked by {reading.sender} in mail {source['id']}, "
                                f"confirmed by {sender} by mail")
         what = f"cancellation of {sender} confirmed by {sender}"
-    w.store.settle_request(req["id"], by=f"participant:{sender}", outcome="confirmed", now=w.now)
     w.store.use_token(mac=token.mac, action=token.action, item=token.item, by=sender,
                       message=w.message["id"], outcome=what, now=w.now)
-    if source["state"] == "review" and not w.store.open_requests_for(source["id"]):
-        w.store.set_message_state(source["id"], "processed", w.now)
+    # The same request may have come in several mails (asked once): all of them are answered.
+    same = [r for r in w.store.open_requests_of_registration(row["id"])
+            if r["kind"] == req["kind"] and r["payload"] == req["payload"]]
+    for r in same:
+        w.store.settle_request(r["id"], by=f"participant:{sender}", outcome="confirmed",
+                               now=w.now)
+    for message_id in {r["message"] for r in same if r["message"]}:
+        if w.store.message(message_id)["state"] == "review" \
+                and not w.store.open_requests_for(message_id):
+            w.store.set_message_state(message_id, "processed", w.now)
     w.store.log(now=w.now, action="confirmed_by_mail", email=sender, message=w.message["id"],
                 registration_id=row["id"], reason=what)
 

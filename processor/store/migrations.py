@@ -312,6 +312,8 @@ MIGRATIONS += (
             outcome          TEXT                    -- confirmed | settled otherwise
         );
         CREATE INDEX requests_by_message ON requests (message) WHERE settled_at IS NULL;
+        CREATE INDEX requests_by_registration ON requests (registration_id, kind)
+            WHERE settled_at IS NULL;
         """,
     ),
     (

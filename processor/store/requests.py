@@ -44,6 +44,18 @@ class RequestQueries:
             " WHERE id = ? AND settled_at IS NULL", (iso(now), by, outcome, request_id))
         return cur.rowcount == 1
 
+    def open_request_for_registration(self, registration_id: int, kind: str,
+                                      now: dt.datetime) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM requests WHERE registration_id = ? AND kind = ? AND settled_at IS NULL"
+            " AND expires_at > ? ORDER BY id DESC LIMIT 1",
+            (registration_id, kind, iso(now))).fetchone()
+
+    def open_requests_of_registration(self, registration_id: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM requests WHERE registration_id = ? AND settled_at IS NULL ORDER BY id",
+            (registration_id,)).fetchall()
+
     def open_requests_for(self, message_id: int) -> list[sqlite3.Row]:
         return self.conn.execute(
             "SELECT * FROM requests WHERE message = ? AND settled_at IS NULL ORDER BY id",
