@@ -56,6 +56,9 @@ MAIL_NAMES = {
 # Per digest item: the decisions offered, as (action, label) in the order shown.
 REVIEW_DECISIONS = (("registration", "Inschrijven"), ("cancellation", "Afmelding"),
                     ("nothing", "Niets doen"))
+# What each action decides about: a mail (m), a registration (r), a request (c).
+ITEM_KINDS = {"registration": "m", "cancellation": "m", "nothing": "m", "retry": "m",
+              "unsubscribe": "r", "confirm": "c"}
 ACTION_LABELS = {"registration": "Inschrijven", "cancellation": "Afmelding",
                  "nothing": "Niets doen", "retry": "Opnieuw proberen",
                  "unsubscribe": "Uitschrijven", "confirm": "Bevestigen"}
@@ -240,7 +243,7 @@ def _settled_text(settings: Settings, store: Store, token: tokens.Token) -> str 
 def _check(w, key: bytes, text: str, sender: str) -> tuple[tokens.Token | None, str | None]:
     """The token if it may be used now by this sender, else why not (in Dutch)."""
     token = tokens.parse(text)
-    if token is None:
+    if token is None or token.item[0] != ITEM_KINDS[token.action]:
         return None, "de code in de mail is niet geldig"
     target = ""
     if token.item.startswith("c"):

@@ -6,7 +6,7 @@ as the decision it authorised, so a token applies once however often its mail is
 A token reads `LN-<action>-<item>-<expiry>-<mac>`, e.g. `LN-i-m12-1kq3x5-abcdefghijklmnopqrstuvwx`:
 the action and the item are in clear (the desk must know what is asked before it can check it),
 and the MAC binds them together with the expiry and, where given, the one address that may send
-it. Changing any part (another item, another action, a later expiry) makes it invalid.
+it (understand/commands.py finds codes in a mail by their shape). Changing any part (another item, another action, a later expiry) makes it invalid.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import re
 from dataclasses import dataclass
+
+from processor.understand.commands import TOKEN_PATTERN
 
 # Short codes keep a mailto link well below the 2,000 characters Outlook opens.
 ACTIONS = {
@@ -31,8 +32,7 @@ _BY_CODE = {code: action for action, code in ACTIONS.items()}
 _MAC_BYTES = 15            # 120 bits: 24 base32 characters, no padding
 _VERSION = b"leernetwerk-token-v1"
 
-PATTERN = re.compile(r"\bLN-([a-z])-([a-z][0-9]{1,12})-([0-9a-z]{1,10})-([a-z2-7]{24})\b",
-                     re.IGNORECASE)
+PATTERN = TOKEN_PATTERN
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from .parse import parse
 from .text import split_body
 
-_TOKEN = re.compile(r"\bLN-[a-z]-[a-z][0-9]{1,12}-[0-9a-z]{1,10}-[a-z2-7]{24}\b", re.IGNORECASE)
+# A decision code, as desk/tokens.py writes it: LN-<action>-<item>-<expiry>-<mac>. The one
+# definition of its shape; the desk checks what it means.
+TOKEN_PATTERN = re.compile(r"\bLN-([a-z])-([a-z][0-9]{1,12})-([0-9a-z]{1,10})-([a-z2-7]{24})\b",
+                           re.IGNORECASE)
 _MAX_LINE = 1000
 _MAX_LINES = 40
 _MAX_MESSAGE = 4000
@@ -77,9 +80,10 @@ def read_command_mail(raw: bytes) -> CommandMail:
     subject = (record.subject or "")[:_MAX_LINE]
     own = split_body(record.text, subject).own.text
     lines = own.replace("\r\n", "\n").split("\n")[:_MAX_LINES]
-    found = _TOKEN.findall(subject)
+    found = [m.group(0) for m in TOKEN_PATTERN.finditer(subject)]
     if not found:
-        found = _TOKEN.findall("\n".join(x[:_MAX_LINE] for x in lines if not x.lstrip().startswith(">")))
+        own_lines = "\n".join(x[:_MAX_LINE] for x in lines if not x.lstrip().startswith(">"))
+        found = [m.group(0) for m in TOKEN_PATTERN.finditer(own_lines)]
     tokens = tuple(dict.fromkeys(t for t in found))
     return CommandMail(tokens=tokens, command=None if tokens else _command(lines),
                        automatic=_automatic(record), message_id=record.message_id)
