@@ -17,10 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from processor.clock import Clock
 from processor.desk import bymail, digest, outbox, pipeline, review, tokens
 from processor.desk.organiser import history
-from tests.desk import PROJECT, auth_results
+from tests.desk import PROJECT
 from tests.test_digest import bounce_for
 from tests.test_waitlist import CANCEL, Desk, plain_mail
 
