@@ -174,6 +174,23 @@ class Digest:
     skip_when_quiet: bool = False
 
 
+@dataclass(frozen=True)
+class OrganiserMail:
+    """Organisers settle the digest's items and send commands by mail (issue 19). Each decision
+    carries a token: an HMAC keyed with a secret from the environment variable named here."""
+
+    enabled: bool = True
+    token_secret_env: str = "LEERNETWERK_TOKEN_SECRET"
+    link_days: int = 7        # how long a link in a digest stays valid
+    confirm_days: int = 3     # how long a confirmation link (command, cancellation) stays valid
+
+    def secret(self) -> bytes | None:
+        """The key, or None when it is not set (then no links are offered and no decision by
+        mail is accepted). Never logged."""
+        value = os.environ.get(self.token_secret_env, "") if self.token_secret_env else ""
+        return value.encode("utf-8") if len(value) >= 16 else None
+
+
 SUBSTITUTE_POLICIES = ("same_organisation", "anyone", "never")
 
 
@@ -210,6 +227,7 @@ class Settings:
     max_replies_per_day: int = 5
     reminders: Reminders = field(default_factory=Reminders)
     digest: Digest = field(default_factory=Digest)
+    organiser_mail: OrganiserMail = field(default_factory=OrganiserMail)
     templates_dir: Path = field(default_factory=resources.templates_dir)
 
     @property
@@ -523,6 +541,12 @@ def from_dict(raw: dict, source: Path) -> Settings:
             "retention_days", 365),
         reminders=_reminders(source, raw),
         digest=_digest(source, raw),
+        organiser_mail=OrganiserMail(
+            enabled=org.get("by_mail", bool, True),
+            token_secret_env=org.get("token_secret_env", str, "LEERNETWERK_TOKEN_SECRET"),
+            link_days=org.positive("link_days", 7),
+            confirm_days=org.positive("confirm_days", 3),
+        ),
     )
 
 

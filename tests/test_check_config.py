@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from processor.commands import checkconfig, cli
 from processor.demo import samples
 from tests.desk import PROJECT, desk_settings
@@ -12,6 +14,12 @@ from tests.servers import free_port
 from tests.test_desk import write_config
 
 SMTP_ENV = "LEERNETWERK_TEST_SMTP_PASSWORD"
+
+
+@pytest.fixture(autouse=True)
+def token_secret(monkeypatch):
+    """Decisions by mail are on in the shipped config: their key is a secret like the passwords."""
+    monkeypatch.setenv("LEERNETWERK_TOKEN_SECRET", "een-geheim-van-minstens-zestien-tekens")
 
 
 def _settings(dovecot, smtp, monkeypatch, *, smtp_password="smtp-pass", **sections):
@@ -116,3 +124,31 @@ def test_the_command_exit_codes_and_json(dovecot, smtp_server, monkeypatch, tmp_
 
     assert cli.main(["check-config", "--config", str(tmp_path / "nope.toml")]) == 1
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_organiser_mail_needs_its_key_and_personal_addresses(dovecot, smtp_server, monkeypatch,
+                                                            tmp_path, capsys):
+    """Issue 19: the shipped [organisers] is the desk's own mailbox (a warning: the digest
+    arrives, but nobody can decide by mail), and the token key must be in the environment."""
+    path = write_config(tmp_path, dovecot, smtp_server)
+    monkeypatch.setenv("LEERNETWERK_IMAP_PASSWORD", dovecot.password)
+    monkeypatch.delenv("LEERNETWERK_TOKEN_SECRET")
+    assert cli.main(["check-config", "--config", str(path), "--json", "--offline"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert [p["key"] for p in data["problems"]] == ["[organisers] token_secret_env"]
+    assert [w["key"] for w in data["warnings"]] == ["[organisers] addresses"]
+    assert "no organiser can decide by mail" in data["warnings"][0]["problem"]
+
+    monkeypatch.setenv("LEERNETWERK_TOKEN_SECRET", "kort")
+    text = path.read_text(encoding="utf-8").replace(
+        'addresses = ["duurzameontwikkeling@vlaanderen.be"]',
+        'addresses = ["ann.organisator@vlaanderen.be"]')
+    path.write_text(text, encoding="utf-8")
+    assert cli.main(["check-config", "--config", str(path), "--json", "--offline"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert "shorter than 16" in data["problems"][0]["problem"] and data["warnings"] == []
+
+    monkeypatch.setenv("LEERNETWERK_TOKEN_SECRET", "een-geheim-van-minstens-zestien-tekens")
+    assert cli.main(["check-config", "--config", str(path), "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "may decide by mail" in out and out.rstrip().endswith("All good.")

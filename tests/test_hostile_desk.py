@@ -300,7 +300,6 @@ def test_a_plain_colleague_name_is_still_shown():
 
 def test_a_promotion_after_strangers_used_up_her_day_is_deferred_not_dropped(
         dovecot, smtp_server, tmp_path, monkeypatch):
-    import datetime as dt
 
     desk = Desk(dovecot, smtp_server, tmp_path, monkeypatch, event={"capacity": 1})
     gina = "gina.test@gent.be"

@@ -18,7 +18,7 @@ from processor.store import db
 from processor.desk import organiser, outbox, pipeline, review
 from processor.clock import Clock
 from processor.mail.imap import Mailbox, worker_lock
-from tests.desk import PROJECT, WorkerProcess, desk_settings, signup
+from tests.desk import PROJECT, TEST_AUTHSERV, WorkerProcess, desk_settings, signup
 from tests.test_desk import people, write_config
 from tests.test_relay import queue
 from tests.test_waitlist import NOW, START, Desk, plain_mail
@@ -423,17 +423,18 @@ def test_passwords_never_reach_the_logs_or_the_database(dovecot, make_smtp_serve
 
 def with_auth_results(raw: bytes, result: str) -> bytes:
     # The receiving server prepends its header; a forger's own header sits below it.
-    return (f"Authentication-Results: mx.vlaanderen.be; {result}\r\n"
-            "Authentication-Results: mx.vlaanderen.be; dmarc=pass header.from=x\r\n").encode() + raw
+    return (f"Authentication-Results: {TEST_AUTHSERV}; {result}\r\n"
+            f"Authentication-Results: {TEST_AUTHSERV}; dmarc=pass header.from=x\r\n").encode() + raw
 
 
 def test_a_forged_cancellation_changes_nothing_and_waits_for_a_person(desk, smtp_server):
     name, email, org = people(1)[0]
-    desk.arrive(with_auth_results(signup(name, email, org, date=START),
+    desk.arrive(with_auth_results(signup(name, email, org, date=START, auth=None),
                                   "spf=pass smtp.mailfrom=gemeente0.be; dkim=pass; dmarc=pass"))
     desk.poll()
     forged = plain_mail(name, email, "Afmelding",
-                        "Beste,\n\nIk moet mijn inschrijving helaas annuleren.\n\nGroeten\n")
+                        "Beste,\n\nIk moet mijn inschrijving helaas annuleren.\n\nGroeten\n",
+                        auth=None)
     desk.arrive(with_auth_results(forged, "spf=fail smtp.mailfrom=gemeente0.be; dkim=none; "
                                           "dmarc=fail (p=quarantine) header.from=gemeente0.be"))
     desk.poll()

@@ -15,7 +15,7 @@ from processor.store import db
 from processor.desk import organiser, pipeline, review
 from processor.clock import Clock
 from processor.understand.model import Participant
-from tests.desk import PROJECT, desk_settings, signup
+from tests.desk import PROJECT, auth_results, desk_settings, signup
 from tests.test_desk import people, write_config
 
 START = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
@@ -23,8 +23,10 @@ NOW = dt.datetime(2018, 5, 20, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def plain_mail(sender_name: str, sender: str, subject: str, body: str, *,
-               date: dt.datetime = START, in_reply_to: str | None = None) -> bytes:
-    headers = [
+               date: dt.datetime = START, in_reply_to: str | None = None,
+               auth: str | None = "pass") -> bytes:
+    headers = [f"Authentication-Results: {auth_results(sender, auth)}"] if auth else []
+    headers += [
         f"From: {sender_name} <{sender}>",
         "To: duurzameontwikkeling@vlaanderen.be",
         f"Subject: {subject}",

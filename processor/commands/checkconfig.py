@@ -32,9 +32,14 @@ class Problem:
 class Report:
     ok: list[str] = dataclasses.field(default_factory=list)
     problems: list[Problem] = dataclasses.field(default_factory=list)
+    # Works, but not as meant (the exit code stays 0).
+    warnings: list[Problem] = dataclasses.field(default_factory=list)
 
     def problem(self, key: str, problem: str, fix: str) -> None:
         self.problems.append(Problem(key, problem, fix))
+
+    def warning(self, key: str, problem: str, fix: str) -> None:
+        self.warnings.append(Problem(key, problem, fix))
 
 
 Ask = Callable[[str], bool]
@@ -52,6 +57,33 @@ def _secrets(settings: Settings, report: Report) -> None:
                            f"the environment variable {server.password_env} is not set",
                            f"set {server.password_env}=… in the environment (the service reads "
                            "/etc/leernetwerk/secrets.env)")
+
+
+def _organisers(settings: Settings, report: Report) -> None:
+    """Issue 19: decisions by mail need the token key, and organisers who are not the desk."""
+    om = settings.organiser_mail
+    if not om.enabled:
+        report.ok.append("organisers: decisions by mail are off ([organisers] by_mail = false)")
+        return
+    value = os.environ.get(om.token_secret_env, "")
+    if len(value) < 16:
+        report.problem("[organisers] token_secret_env",
+                       f"the environment variable {om.token_secret_env} is "
+                       + ("not set" if not value else "shorter than 16 characters")
+                       + ": the digest has no links and no decision by mail is accepted",
+                       f"set {om.token_secret_env} to a random key (`openssl rand -base64 32`) "
+                       "in /etc/leernetwerk/secrets.env, or set by_mail = false")
+    own = {settings.mailbox.address, settings.smtp.from_address}
+    mine = sorted(a for a in settings.organisers if a in own)
+    if mine:
+        others = [a for a in settings.organisers if a not in own]
+        report.warning("[organisers] addresses",
+                       f"{', '.join(mine)} is the desk's own address: the digest lands in the "
+                       "mailbox the desk reads, and mail from it is never taken as a decision"
+                       + ("" if others else "; no organiser can decide by mail"),
+                       "list the team members' personal addresses instead")
+    elif om.enabled:
+        report.ok.append(f"organisers: {len(settings.organisers)} address(es) may decide by mail")
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -172,6 +204,7 @@ def run(path, *, network: bool = True, create_folders: bool | None = None,
             return report
     report.ok.append(f"config: {settings.source} is valid")
     _secrets(settings, report)
+    _organisers(settings, report)
     if not settings.organisations_file.exists():
         report.problem("[understanding] organisations_file",
                        f"{settings.organisations_file} does not exist (organisations will not be "

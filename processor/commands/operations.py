@@ -88,11 +88,14 @@ def cmd_check_config(args) -> int:
     report = checkconfig.run(args.config, network=not args.offline, create_folders=create,
                              ask=ask)
     if args.json:
-        print(json.dumps({"ok": report.ok, "problems": [p.as_data() for p in report.problems]},
+        print(json.dumps({"ok": report.ok, "problems": [p.as_data() for p in report.problems],
+                          "warnings": [w.as_data() for w in report.warnings]},
                          ensure_ascii=False, indent=2))
     else:
         for line in report.ok:
             print(f"ok      {line}")
+        for warning in report.warnings:
+            print(str(warning).replace("PROBLEM", "WARNING", 1))
         for problem in report.problems:
             print(problem)
         print(f"{len(report.problems)} problem(s) found." if report.problems else "All good.")

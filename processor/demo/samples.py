@@ -28,7 +28,13 @@ from processor.config import Settings
 REPLY_KINDS = ("confirmation", "waitlist", "already_registered", "cancelled", "promoted",
                "substitute", "registration_closed", "not_registered")
 GENERATED_KINDS = ("reminder", "session_update", "digest")
-KINDS = REPLY_KINDS + GENERATED_KINDS
+# Decisions by mail (desk/bymail.py): a participant asked to confirm, an organiser's
+# announcement, the desk's answer to an organiser.
+BY_MAIL_KINDS = ("confirm_request", "announcement", "organiser_answer")
+KINDS = REPLY_KINDS + GENERATED_KINDS + BY_MAIL_KINDS
+SAMPLE_TOKEN = "LN-c-c1-f5nm0-abcdefghijklmnopqrstuvwx"
+SAMPLE_MAILTO = ("mailto:inschrijvingen@example.org?subject=Bevestigen%20%5B" + SAMPLE_TOKEN
+                 + "%5D&body=Code%3A%20" + SAMPLE_TOKEN)
 
 PERSON = {"name": "Sofie Janssens", "email": "sofie.janssens@gent.be", "organisation": "Stad Gent"}
 COLLEAGUE = {"name": "Pieter De Smet", "email": "pieter.desmet@gent.be", "organisation": "Stad Gent"}
@@ -87,7 +93,34 @@ def variants(settings: Settings, kind: str, now: dt.datetime | None = None) -> l
                 {"changed": [], "cancelled_sessions": gone},
                 {"changed": changed, "cancelled_sessions": gone}]
     if kind == "digest":
-        return [{"digest": digest_data(settings, now or sample_now(settings))}]
+        data = digest_data(settings, now or sample_now(settings))
+        return [{"digest": data}, {"digest": digest_data(settings, now or sample_now(settings),
+                                                         links=True)}]
+    if kind == "confirm_request":
+        common = {"requested_by": COLLEAGUE["email"], "link": SAMPLE_MAILTO,
+                  "token": SAMPLE_TOKEN, "expires": "3 juni 2018 om 10:00"}
+        return [common | {"substitute": None}, common | {"substitute": name}]
+    if kind == "announcement":
+        return [{"session": {"number": 1, "theme": "De SDG's begrijpen",
+                             "date": "dinsdag 26 juni 2018", "hours": "14.00 – 17.00 uur"},
+                 "message": "De sessie gaat door in zaal 3 (voorbeeldtekst)."}]
+    if kind == "organiser_answer":
+        empty = {"refused": None, "summary": "", "done": [], "mailed": [], "command": "",
+                 "confirm_link": None, "token": "", "expires": "", "attachment": None}
+        return [{"answer": empty | {"subject": "Uitgevoerd: Inschrijven: mail 12",
+                                    "summary": "mail 12 afgehandeld als inschrijven",
+                                    "done": [f"ingeschreven, bevestigd: {PERSON['email']}"],
+                                    "mailed": [f"bevestiging aan {PERSON['email']}"]}},
+                {"answer": empty | {"subject": "Niet uitgevoerd: Niets doen: mail 12",
+                                    "refused": "mail 12 werd al afgehandeld door "
+                                               f"{COLLEAGUE['email']}"}},
+                {"answer": empty | {"subject": "Bevestig uw opdracht: telefoon",
+                                    "summary": f"{PERSON['name']} <{PERSON['email']}> inschrijven",
+                                    "command": f"INSCHRIJVEN {PERSON['name']} <{PERSON['email']}>",
+                                    "confirm_link": SAMPLE_MAILTO, "token": SAMPLE_TOKEN,
+                                    "expires": "3 juni 2018 om 10:00"}},
+                {"answer": empty | {"subject": "Overzicht", "summary": "3 bevestigd",
+                                    "attachment": "de volledige lijst als CSV"}}]
     raise KeyError(f"unknown mail kind {kind!r}; one of: {', '.join(KINDS)}")
 
 
@@ -123,7 +156,7 @@ def _sample_mail(sender: dict, subject: str, body: str, when: dt.datetime) -> by
     return bytes(msg)
 
 
-def digest_data(settings: Settings, now: dt.datetime) -> dict:
+def digest_data(settings: Settings, now: dt.datetime, links: bool = False) -> dict:
     """The digest's data as digest.contents() computes it, over a sample day in a scratch
     registry: a signup, one on the waiting list, a cancellation, a mail for review, one set
     aside, a refused reply and a bounce. Computed, not written by hand, so it follows digest.py."""
@@ -131,7 +164,13 @@ def digest_data(settings: Settings, now: dt.datetime) -> dict:
 
     store = scratch_store()
     _seed_digest(store, settings, now)
-    return digest.contents(store, settings, now)
+    data = digest.contents(store, settings, now)
+    if links:  # the buttons, with a sample key: whatever the environment holds
+        from processor.desk import bymail
+
+        bymail.digest_links(settings, data["attention"], now, key=b"voorbeeldsleutel-niet-geheim")
+        data["has_links"] = True
+    return data
 
 
 def _seed_digest(store, settings: Settings, now: dt.datetime) -> None:

@@ -14,7 +14,7 @@ from email.parser import BytesHeaderParser
 from babel.dates import format_datetime
 
 from processor.mail import compose
-from processor.desk import status
+from processor.desk import bymail, status
 from processor.desk.review import review_items
 from processor.clock import iso
 from processor.config import Settings
@@ -46,6 +46,9 @@ CHANGE_LABELS = {
     # The per-address daily cap: the digest is the only place such a sender is still mentioned.
     "reply_capped": "geen automatisch antwoord meer vandaag (daglimiet per adres bereikt)",
     "reply_deferred": "mail uitgesteld tot de daglimiet per adres het toelaat (niet geschrapt)",
+    "announced": "bericht verstuurd aan alle bevestigde deelnemers",
+    "confirmation_asked": "afmelding of vervanging wacht op bevestiging door de deelnemer",
+    "registrant_superseded": "schreef zichzelf in; wie hen eerder inschreef kan niet meer afmelden",
 }
 STATUS_LABELS = {"confirmed": "bevestigd", "waitlisted": "wachtlijst", "cancelled": "geannuleerd"}
 MAIL_KINDS = {
@@ -53,6 +56,8 @@ MAIL_KINDS = {
     "registration_closed": "inschrijving gesloten", "cancelled": "uitschrijving",
     "promoted": "plaats vrijgekomen", "substitute": "vervanging", "not_registered": "niet ingeschreven",
     "reminder": "herinnering", "session_update": "sessiewijziging", KIND: "dagoverzicht",
+    "confirm_request": "vraag om bevestiging", "announcement": "bericht aan de deelnemers",
+    "organiser_answer": "antwoord aan een organisator",
 }
 _SESSION_NUMBER = re.compile(r"\bsession (\d+)\b")
 
@@ -188,6 +193,7 @@ def _bounced(settings: Settings, rows) -> list[dict]:
         seen.add(r["email"])
         live = r["status"] != "cancelled"
         out.append({
+            "registration_id": r["registration_id"],
             "when": _when(settings, r["arrived_at"]),
             "person": _person(r["name"], r["email"], r["organisation"]),
             "status_now": STATUS_LABELS[r["status"]],
@@ -247,6 +253,11 @@ def contents(store: Store, settings: Settings, now: dt.datetime) -> dict:
         "late_reminders": _late_reminders(
             settings, store.late_reminders_between(after_event, upto_event)),
     }
+    # Each open item gets its mailto: links, so an organiser settles it from Outlook (issue 19).
+    for rows in (attention["review"], attention["quarantined"], attention["bounced"]):
+        for row in rows:
+            row["links"] = []
+    bymail.digest_links(settings, attention, now)
     changes = _changes(settings, events, positions)
     outbox = store.outbox_counts_between(after_outbox, upto_outbox)
     attention_count = sum(len(v) for v in attention.values())
@@ -286,6 +297,8 @@ def contents(store: Store, settings: Settings, now: dt.datetime) -> dict:
         },
         "registrations": len(regs),
         "quiet_day": not changes and attention_count == 0,
+        "has_links": any(row["links"] for rows in (attention["review"], attention["quarantined"],
+                                                   attention["bounced"]) for row in rows),
     }
 
 

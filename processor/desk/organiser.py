@@ -31,6 +31,7 @@ class Result:
     dry_run: bool
     events: list[dict] = field(default_factory=list)
     replies: int = 0
+    mails: list[dict] = field(default_factory=list)   # outbox rows queued: kind, recipients (JSON)
 
     def as_text(self) -> str:
         head = "Zou gebeuren (--dry-run, niets gewijzigd):" if self.dry_run else "Gedaan:"
@@ -52,18 +53,38 @@ def actor_name() -> str:
 def act(store: Store, change: Callable[[registry.Outcome], None], *, dry_run: bool) -> Result:
     """Run one change in one transaction; a dry run shows its events and then rolls back."""
     result = Result(dry_run=dry_run)
-    outcome = registry.Outcome()
     try:
         with store.transaction():
-            last = store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-            change(outcome)
-            result.events = [dict(r) for r in store.conn.execute(
-                "SELECT action, email, reason FROM events WHERE id > ? ORDER BY id", (last,))]
-            result.replies = outcome.replies
+            result = act_within(store, change)
             if dry_run:
+                result.dry_run = True
                 raise _DryRun
     except _DryRun:
         pass
+    return result
+
+
+def act_within(store: Store, change: Callable[[registry.Outcome], None]) -> Result:
+    """Run one change inside the caller's transaction (a decision by mail is applied in the
+    transaction of the mail that carries it). A change that fails half-way is undone to a
+    savepoint, so the caller's own writes stay and the registry is as before."""
+    result = Result(dry_run=False)
+    outcome = registry.Outcome()
+    last = store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+    last_mail = store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0]
+    store.conn.execute("SAVEPOINT organiser_change")
+    try:
+        change(outcome)
+    except BaseException:
+        store.conn.execute("ROLLBACK TO organiser_change")
+        store.conn.execute("RELEASE organiser_change")
+        raise
+    store.conn.execute("RELEASE organiser_change")
+    result.events = [dict(r) for r in store.conn.execute(
+        "SELECT action, email, reason FROM events WHERE id > ? ORDER BY id", (last,))]
+    result.mails = [dict(r) for r in store.conn.execute(
+        "SELECT kind, recipients FROM outbox WHERE id > ? ORDER BY id", (last_mail,))]
+    result.replies = outcome.replies
     return result
 
 
@@ -74,24 +95,39 @@ def _live(store: Store, email: str):
     return row
 
 
-def register(store: Store, settings: Settings, *, name: str | None, email: str,
-             organisation: str | None, now: dt.datetime, dry_run: bool = False) -> Result:
-    """A signup by phone or at the desk: it arrives now and follows the same seat rules."""
+# Each command is a `*_change` (checks, then the change as a function; the checks raise
+# OrganiserError before anything is written) and the command itself, which runs it in its own
+# transaction. A decision by mail (desk/bymail.py) runs the same `*_change` in the transaction of
+# its mail: one implementation of each decision.
+
+def register_change(store: Store, settings: Settings, *, name: str | None, email: str,
+                    organisation: str | None, now: dt.datetime, actor: str | None = None):
     if "@" not in email:
         raise OrganiserError(f"{email!r} is not a mail address")
     person = Participant(name, email.lower(), organisation)
-    origin = registry.by_hand(actor_name(), now)
-    return act(store, lambda o: registry.register(store, settings, person, 0, origin, now, o),
-               dry_run=dry_run)
+    origin = registry.by_hand(actor or actor_name(), now)
+    return lambda o: registry.register(store, settings, person, 0, origin, now, o)
+
+
+def register(store: Store, settings: Settings, *, name: str | None, email: str,
+             organisation: str | None, now: dt.datetime, dry_run: bool = False) -> Result:
+    """A signup by phone or at the desk: it arrives now and follows the same seat rules."""
+    return act(store, register_change(store, settings, name=name, email=email,
+                                      organisation=organisation, now=now), dry_run=dry_run)
+
+
+def cancel_change(store: Store, settings: Settings, *, email: str, reason: str,
+                  now: dt.datetime, actor: str | None = None):
+    row = _live(store, email)
+    origin = registry.by_hand(actor or actor_name(), now)
+    return lambda o: registry.cancel(store, settings, row, origin, now, o,
+                                     reason=f"cancelled by an organiser: {reason}")
 
 
 def cancel(store: Store, settings: Settings, *, email: str, reason: str, now: dt.datetime,
            dry_run: bool = False) -> Result:
-    row = _live(store, email)
-    origin = registry.by_hand(actor_name(), now)
-    return act(store, lambda o: registry.cancel(
-        store, settings, row, origin, now, o,
-        reason=f"cancelled by an organiser: {reason}"), dry_run=dry_run)
+    return act(store, cancel_change(store, settings, email=email, reason=reason, now=now),
+               dry_run=dry_run)
 
 
 def promote(store: Store, settings: Settings, *, email: str, reason: str, now: dt.datetime,
@@ -113,6 +149,12 @@ def resolve(store: Store, settings: Settings, *, message_id: int, as_kind: str,
             person: Participant | None, now: dt.datetime, dry_run: bool = False) -> Result:
     """Settle a mail that needed a person. A registration keeps the mail's own arrival time for
     its place in the queue, and takes only a seat that is free: no one confirmed is bumped."""
+    return act(store, resolve_change(store, settings, message_id=message_id, as_kind=as_kind,
+                                     person=person, now=now), dry_run=dry_run)
+
+
+def resolve_change(store: Store, settings: Settings, *, message_id: int, as_kind: str,
+                   person: Participant | None, now: dt.datetime, actor: str | None = None):
     if as_kind not in RESOLUTIONS:
         raise OrganiserError(f"--as must be one of {', '.join(RESOLUTIONS)}")
     message = store.message(message_id)
@@ -124,9 +166,12 @@ def resolve(store: Store, settings: Settings, *, message_id: int, as_kind: str,
         raise OrganiserError(f"mail {message_id} was never understood; give --email (and --name)")
     reading = review.stored_reading(message["reading"])
     people = (person,) if person else tuple(p for p in reading.participants if p.email)
+    if as_kind == "cancellation" and not people and reading.sender:
+        # "I cannot come": the sender withdraws themselves.
+        people = (Participant(reading.sender_name, reading.sender, None),)
     if as_kind != "nothing" and not people:
         raise OrganiserError(f"mail {message_id} names no one with an address; give --email")
-    actor = actor_name()
+    actor = actor or actor_name()
     origin = registry.origin_of(message, reading, actor=actor)
 
     def change(outcome: registry.Outcome) -> None:
@@ -144,24 +189,31 @@ def resolve(store: Store, settings: Settings, *, message_id: int, as_kind: str,
                 registry.cancel(store, settings, row, origin, now, outcome,
                                 reason=f"cancellation confirmed by an organiser (mail {message_id})")
         store.set_message_state(message_id, "processed", now)
+        # A confirmation this mail waited for (issue 16) is no longer needed.
+        store.settle_requests_for(message_id, by=actor, outcome=f"resolved as {as_kind}", now=now)
         store.log(now=now, actor=actor, action="resolved", email=reading.sender,
                   message=message_id, reason=f"mail {message_id} resolved as {as_kind}")
 
-    return act(store, change, dry_run=dry_run)
+    return change
 
 
 def retry(store: Store, *, message_id: int, now: dt.datetime, dry_run: bool = False) -> Result:
     """Run a set-aside mail through understanding again at the next poll (after a fix)."""
+    return act(store, retry_change(store, message_id=message_id, now=now), dry_run=dry_run)
+
+
+def retry_change(store: Store, *, message_id: int, now: dt.datetime, actor: str | None = None):
     message = store.message(message_id)
     if message is None or message["state"] not in ("review", "quarantined"):
         raise OrganiserError(f"mail {message_id} is not in review or quarantine")
 
     def change(_outcome):
         store.set_message_state(message_id, "new", now)
-        store.log(now=now, actor=actor_name(), action="retry", message=message_id,
+        store.settle_requests_for(message_id, by=actor or actor_name(), outcome="retried", now=now)
+        store.log(now=now, actor=actor or actor_name(), action="retry", message=message_id,
                   reason=f"mail {message_id} ({message['state']}) will be understood again")
 
-    return act(store, change, dry_run=dry_run)
+    return change
 
 
 def forget(store: Store, *, email: str, now: dt.datetime, dry_run: bool = False) -> Result:
@@ -199,3 +251,35 @@ def purge(store: Store, settings: Settings, *, now: dt.datetime, dry_run: bool =
 def history(store: Store, email: str) -> list[dict]:
     return [{"at": r["at"], "actor": r["actor"], "action": r["action"], "reason": r["reason"]}
             for r in store.history(email.lower())]
+
+
+def announce_change(store: Store, settings: Settings, *, session: int, text: str,
+                    now: dt.datetime, actor: str | None = None):
+    """An announcement to everyone confirmed about one session (the venue's address, a change
+    of room): the organiser's own words, one mail per participant."""
+    chosen = next((s for s in settings.event.sessions if s.number == session), None)
+    if chosen is None:
+        raise OrganiserError(f"there is no session {session}")
+    if not text.strip():
+        raise OrganiserError("an announcement needs a text")
+    actor = actor or actor_name()
+    origin = registry.by_hand(actor, now)
+
+    def change(outcome: registry.Outcome) -> None:
+        from processor.mail import compose
+
+        info = {"number": chosen.number, "theme": chosen.theme,
+                "date": compose.dutch_date(chosen.date), "hours": compose.dutch_hours(chosen)}
+        people = store.confirmed_participants()
+        for row in people:
+            registry.queue_reply(store, settings, "announcement",
+                                 person={"name": row["name"], "email": row["email"],
+                                         "organisation": row["organisation"]},
+                                 origin=origin, registration_id=row["id"], now=now,
+                                 extra={"session": info, "message": text.strip()})
+            outcome.replies += 1
+        store.log(now=now, actor=actor, action="announced",
+                  reason=f"announcement about session {session} to {len(people)} confirmed "
+                         "participant(s)")
+
+    return change

@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from processor.desk import outbox, readahead, registry
+from processor.desk import bymail, outbox, readahead, registry
 from processor.clock import Clock
 from processor.config import Settings
 from processor.store import values
@@ -167,18 +167,37 @@ def apply_cancellation(w: Work) -> bool:
     targets = registry.cancellation_targets(w.store, w.reading.sender, w.reading.participants)
     for problem in targets.problems:
         w.set_aside("needs_review", problem, problem)
+    # Anyone can write any From. Without our server's verdict that the sender is who the From
+    # says ("fail" was held before), a withdrawal waits for the participant's own confirmation
+    # from their registered address, or for an organiser (issue 16).
+    confirm_first = w.reading.authentication != "pass"
     substitutes = [p for p in w.reading.substitutes if p.email]
     if w.reading.substitutes:
-        if (len(targets.found) == 1 and len(substitutes) == 1 and not targets.unknown
-                and registry.substitute(w.store, w.settings, targets.found[0], substitutes[0],
-                                        origin, w.now, w.outcome)):
-            return True
+        if len(targets.found) == 1 and len(substitutes) == 1 and not targets.unknown:
+            withdrawn, newcomer = targets.found[0], substitutes[0]
+            if confirm_first and registry.substitute_allowed(w.store, w.settings, withdrawn,
+                                                             newcomer):
+                if bymail.ask_participant(w, "substitute", withdrawn, newcomer):
+                    return True
+                return w.set_aside(
+                    "held_for_review", f"substitution of {withdrawn['email']} by "
+                    f"{newcomer.email} from a sender our mail server did not vouch for: an "
+                    "organiser confirms it", "substitute waits for an organiser")
+            if not confirm_first and registry.substitute(w.store, w.settings, withdrawn,
+                                                         newcomer, origin, w.now, w.outcome):
+                return True
         # A substitute the rules do not cover: nothing changes until an organiser decides.
         return w.set_aside(
             "needs_review", "a substitute was named, but not one the rules allow to take over "
             f"(policy {w.settings.registration.substitutes}): an organiser decides",
             "substitute needs an organiser")
     for row in targets.found:
+        if confirm_first:
+            if not bymail.ask_participant(w, "cancel", row):
+                w.set_aside("held_for_review", f"cancellation of {row['email']} from a sender "
+                            "our mail server did not vouch for: an organiser confirms it",
+                            "cancellation waits for an organiser")
+            continue
         registry.cancel(w.store, w.settings, row, origin, w.now, w.outcome,
                         reason=f"cancellation by mail from {w.reading.sender} "
                                f"(was {row['status']})")
@@ -197,6 +216,7 @@ def flag_review(w: Work) -> bool:
 # The order is the policy: machines first, then what must wait for a person, then the work.
 APPLY_STEPS: tuple[Callable[[Work], bool], ...] = (
     hold_oversized,
+    bymail.decide,            # an organiser's decision or a participant's confirmation
     hold_foreign_bounces,
     skip_machines,
     hold_unauthenticated,

@@ -174,6 +174,14 @@ def register(store: Store, settings: Settings, person: Participant, index: int, 
     """One person signs up: a seat if one is free in arrival order, else the waiting list."""
     existing = store.live_registration(person.email)
     if existing is not None:
+        if origin.sender == person.email and existing["registered_by"] not in (None, person.email):
+            # The person's own signup supersedes whoever registered them (issue 16): from now
+            # on only they (or an organiser) may withdraw them.
+            store.set_registered_by(existing["id"], person.email, now)
+            store.log(now=now, actor=origin.actor, action="registrant_superseded",
+                      email=person.email, registration_id=existing["id"], message=origin.message,
+                      reason=f"{person.email} signed up themselves; {existing['registered_by']} "
+                             "who registered them earlier can no longer cancel them")
         position = store.waitlist_position(existing["id"])
         # Her status goes to her; whoever names her is copied only if they signed her up
         # themselves. A stranger is never told another person's seat or place (issue 16).
@@ -290,12 +298,50 @@ def promote(store: Store, settings: Settings, registration: sqlite3.Row, origin:
     outcome.replies += 1
 
 
-def same_organisation(newcomer: Participant, withdrawn: sqlite3.Row) -> bool:
-    """By the organisation's name when the mail gives one, else by a shared work mail domain."""
-    if newcomer.organisation and withdrawn["organisation"]:
-        return org_key(newcomer.organisation, None) == org_key(withdrawn["organisation"], None)
+_DOMAIN_ORGANISATIONS: dict[tuple[str, float], dict[str, str]] = {}
+
+
+def domain_organisation(settings: Settings, email: str | None) -> str | None:
+    """The organisation an address belongs to, from config/organisations.toml (its domain or a
+    parent domain); never from what a mail says about itself."""
+    if not email or not settings.organisations_file.exists():
+        return None
+    from processor.understand import load_domain_organisations
+
+    path = settings.organisations_file
+    key = (str(path), path.stat().st_mtime)
+    if key not in _DOMAIN_ORGANISATIONS:
+        _DOMAIN_ORGANISATIONS.clear()
+        _DOMAIN_ORGANISATIONS[key] = load_domain_organisations(path)
+    table = _DOMAIN_ORGANISATIONS[key]
+    domain = email.rpartition("@")[2].lower()
+    while domain:
+        if domain in table:
+            return table[domain]
+        domain = domain.partition(".")[2]
+    return None
+
+
+def same_organisation(settings: Settings, newcomer: Participant, withdrawn: sqlite3.Row) -> bool:
+    """Decided by the addresses alone (issue 16): the newcomer's domain names, in the
+    organisations table, the organisation the withdrawn person registered with, or the two share
+    a work mail domain. The organisation a mail writes beside the newcomer's name proves nothing."""
     domain = newcomer.email.rpartition("@")[2].lower()
-    return domain == withdrawn["email"].rpartition("@")[2].lower() and not is_webmail(domain)
+    if domain == withdrawn["email"].rpartition("@")[2].lower() and not is_webmail(domain):
+        return True
+    theirs = domain_organisation(settings, newcomer.email)
+    mine = withdrawn["organisation"] or domain_organisation(settings, withdrawn["email"])
+    return bool(theirs and mine and org_key(theirs, None) == org_key(mine, None))
+
+
+def substitute_allowed(store: Store, settings: Settings, withdrawn: sqlite3.Row,
+                       newcomer: Participant) -> bool:
+    policy = settings.registration.substitutes
+    if policy == "never" or not newcomer.email:
+        return False
+    if store.live_registration(newcomer.email) is not None:
+        return False
+    return policy != "same_organisation" or same_organisation(settings, newcomer, withdrawn)
 
 
 def substitute(store: Store, settings: Settings, withdrawn: sqlite3.Row, newcomer: Participant,
@@ -303,14 +349,12 @@ def substitute(store: Store, settings: Settings, withdrawn: sqlite3.Row, newcome
     """A colleague takes over a seat (or a place on the waiting list) where the rules allow it;
     anything less clear is left for an organiser and returns False."""
     policy = settings.registration.substitutes
-    if policy == "never" or not newcomer.email:
+    if not substitute_allowed(store, settings, withdrawn, newcomer):
         return False
-    if store.live_registration(newcomer.email) is not None:
-        return False
-    same_org = same_organisation(newcomer, withdrawn)
-    if policy == "same_organisation" and not same_org:
-        return False
-    organisation = newcomer.organisation or (withdrawn["organisation"] if same_org else None)
+    same_org = same_organisation(settings, newcomer, withdrawn)
+    # The organisation comes from the address (the table), else the seat's own if they share it.
+    organisation = domain_organisation(settings, newcomer.email) or (
+        withdrawn["organisation"] if same_org else None)
     cancel(store, settings, withdrawn, origin, now, outcome,
            reason=f"replaced by {newcomer.email}, who takes over the "
                   f"{'seat' if withdrawn['status'] == 'confirmed' else 'waiting-list place'}",

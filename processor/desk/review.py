@@ -34,6 +34,10 @@ def review_items(store: Store) -> list[dict]:
         why += store.desk_reasons(row["id"], DESK_FINDINGS)
         if row["error"]:
             why.append(f"fout bij verwerken: {row['error']}")
+        for request in store.open_requests_for(row["id"]):
+            # Issue 16: a withdrawal nobody vouched for waits for its participant, or for you.
+            why.append(f"wacht op bevestiging door {request['email']} (die kreeg een link); "
+                       "of beslis hier")
         if row["state"] == "quarantined":
             command = shell_command("retry", row["id"])
         elif store.message_was_answered(row["id"]):

@@ -18,6 +18,7 @@ from processor.store.migrations import MIGRATIONS
 from processor.store.outbox import OutboxQueries
 from processor.store.registrations import RegistrationQueries
 from processor.store.values import sha256_hex
+from processor.store.requests import RequestQueries
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -278,7 +279,7 @@ def backup(conn: sqlite3.Connection, target: str | os.PathLike) -> BackupResult:
     return BackupResult(pages, folded, journal_error)
 
 
-class Store(MessageQueries, RegistrationQueries, OutboxQueries, EventQueries):
+class Store(MessageQueries, RegistrationQueries, OutboxQueries, EventQueries, RequestQueries):
     """Every query the program makes, as methods on plain data; callers hold the transaction."""
 
     def __init__(self, conn: sqlite3.Connection):

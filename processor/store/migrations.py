@@ -319,3 +319,56 @@ MIGRATIONS += (
         """,
     ),
 )
+
+# Issue 19 and issue 16 (authority): decisions by mail. A token is good for one decision: its
+# MAC is recorded in the same transaction as the decision it authorised.
+MIGRATIONS += (
+    (
+        14,
+        "used decision tokens: each mailto: link applies once",
+        """
+        CREATE TABLE used_tokens (
+            mac        TEXT PRIMARY KEY,       -- the token's HMAC, unique per action+item+expiry
+            action     TEXT NOT NULL,
+            item       TEXT NOT NULL,
+            used_at    TEXT NOT NULL,
+            used_by    TEXT NOT NULL,          -- the address the decision came from
+            message    INTEGER REFERENCES messages (id),
+            outcome    TEXT NOT NULL           -- what it did, for "already settled by …"
+        );
+        """,
+    ),
+    (
+        15,
+        "requests waiting for a confirmation by mail",
+        """
+        -- A hand-written command waits for the organiser's confirmation; a cancellation or a
+        -- substitution without a trusted sender verdict waits for the participant's (or an
+        -- organiser's). The confirmation mail carries a token for 'c<id>'.
+        CREATE TABLE requests (
+            id               INTEGER PRIMARY KEY,
+            kind             TEXT NOT NULL CHECK (kind IN ('command', 'cancel', 'substitute')),
+            email            TEXT NOT NULL,          -- the one address whose mail confirms it
+            message          INTEGER REFERENCES messages (id),  -- the mail that asked
+            registration_id  INTEGER REFERENCES registrations (id),
+            payload          TEXT NOT NULL,          -- JSON: the command, the substitute
+            summary          TEXT NOT NULL,          -- what it would do, in Dutch
+            created_at       TEXT NOT NULL,
+            expires_at       TEXT NOT NULL,
+            settled_at       TEXT,
+            settled_by       TEXT,
+            outcome          TEXT                    -- confirmed | settled otherwise
+        );
+        CREATE INDEX requests_by_message ON requests (message) WHERE settled_at IS NULL;
+        CREATE INDEX requests_by_registration ON requests (registration_id, kind)
+            WHERE settled_at IS NULL;
+        """,
+    ),
+    (
+        16,
+        "events by mail: who settled a mail, and how",
+        """
+        CREATE INDEX events_by_message ON events (message, id);
+        """,
+    ),
+)

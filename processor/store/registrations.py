@@ -147,6 +147,9 @@ class RegistrationQueries:
         self.conn.execute("UPDATE registrations SET registered_by = NULL WHERE registered_by = ?",
                           (email,))
         self.conn.execute("DELETE FROM reply_log WHERE address = ?", (email,))
+        # Confirmations waiting for this person, or asked by a mail of theirs, hold their data.
+        self.conn.execute(f"DELETE FROM requests WHERE email = ? OR registration_id IN ({marks})"
+                          f" OR message IN ({mmarks})", (email, *ids, *messages))
         for message_id, identity in self.conn.execute(
                 f"SELECT id, identity FROM messages WHERE id IN ({mmarks})", messages).fetchall():
             self.conn.execute(
