@@ -20,6 +20,7 @@ from processor.db import Store
 from processor.mailbox import Mailbox, MailboxError
 from processor.readahead import Reader, Unreadable
 from processor.understand import load_domain_organisations, understand
+from processor.understand.evidence import event_terms
 from processor.understand.model import Options, Reading
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,9 @@ def understanding_options(settings: Settings) -> Options:
         domain_organisations=organisations,
         max_participants=settings.max_participants_per_mail,
         trusted_authserv_ids=settings.mailbox.trusted_authserv_ids,
+        # What names the event in a mail: a signup must be linked to it before the desk acts alone.
+        event_terms=event_terms(settings.event.name, [s.theme for s in settings.event.sessions]),
+        session_dates=tuple(s.date.isoformat() for s in settings.event.sessions),
     )
 
 

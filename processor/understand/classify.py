@@ -89,7 +89,12 @@ _CANCEL = re.compile(
     r"\bcancel\w*\b|\bwithdraw\w*\b|\bunregister\w*\b|\bderegister\w*\b|"
     r"\b(?:can't|cannot|can not|won't|will not|unable to|not be able to|no longer (?:able to|attend|participate)|"
     r"will no longer|am no longer|is no longer|are no longer)\b[^.\n?!]{0,30}\b(?:attend|make it|join|participate|come|be (?:there|present|attending))\b|"
-    r"\bremove (?:me|my|him|her|them|us)\b",
+    r"\bremove (?:me|my|him|her|them|us)\b|"
+    # "zet/haal mij van de lijst", "take me off the list", "geef mijn plaats aan iemand anders"
+    r"\b(?:zet|haal|schrap|verwijder)\w*\s+(?:mij|me|ons|hem|haar|mijn naam)\b[^.\n?!]{0,30}\b(?:van|uit) de (?:deelnemers)?lijst\b|"
+    r"\btake (?:me|my name|us|him|her) off\b|\b(?:geef|mag)\b[^.\n?!]{0,20}\bmijn plaats\b[^.\n?!]{0,30}\b(?:aan|naar) (?:iemand|een ander)|"
+    r"\b(?:kan|kunnen|zal|zullen|ga|gaan)\b[^.\n?!]{0,30}\bniet\b[^.\n?!]{0,30}\b(?:er ?bij|bij) (?:zijn|wezen)\b|"
+    r"\babsag\w*|\babsagen\b|\babmeld\w*|\bstreichen sie\b|\bnicht (?:mehr )?teilnehmen\b",
     re.IGNORECASE,
 )
 _REG_STRONG = re.compile(
@@ -102,7 +107,11 @@ _REG_STRONG = re.compile(
     r"deel uitmaken|komen|aansluiten|volgen)\b|\bregistr\w*|\bopgeven\b|\bgeef\w*\b[^.\n?!]{0,40}\bop\b(?! te)|"
     r"\bplaats(?:je|en)?\b[^.\n?!]{0,30}\b(?:reserveren|vastleggen)\b|\binteresse\b[^.\n?!]{0,60}\b(?:deel|leernetwerk|sessies)\b|"
     r"\binscri\w*|\bparticip\w*|\bassister\b|\br[ée]server\b|"
-    r"\bregist\w*|\bsign\w*\b[^.\n?!]{0,20}\bup\b|\bsign-?up\b|\benrol\w*|\battend\w*|\bjoin\b|\bbe part of\b",
+    r"\bregist\w*|\bsign\w*\b[^.\n?!]{0,20}\bup\b|\bsign-?up\b|\benrol\w*|\battend\w*|\bjoin\b|\bbe part of\b|"
+    # "ik doe mee", "zet mij op de lijst", "mag mijn collega ook mee?", German "melde mich an"
+    r"\b(?:doe|doen)\s+(?:\w+\s+){0,3}?mee\b|\bzet\w*\s+(?:mij|me|ons|hem|haar|mijn collega\w*)\b[^.\n?!]{0,30}\bop de (?:deelnemers)?lijst\b|"
+    r"\b(?:mag|mogen|kan|kunnen)\b[^.\n?!]{0,60}\b(?:ook|nog)\s+mee\b|"
+    r"\banmeld\w*|\bmelde\w*\s+(?:mich|uns)\b[^.\n?!]{0,40}\ban\b|\bteilnehmen\b|\bteilnahme\b",
     re.IGNORECASE,
 )
 _QUESTION = re.compile(r"\?|\b(?:vraag|vraagje|question|vraag ik me af|zou ik willen weten|graag wil ik weten)\b", re.I)
@@ -122,7 +131,8 @@ _PARTIAL = re.compile(
 _CANCEL_EXPLICIT = re.compile(
     r"\baf ?melden\b|\bafmeld\w*|\bmeld\w*\b[^.\n?!]{0,50}\baf\b|\buitschrijv\w*|\buit ?te ?schrijven\b|"
     r"\bschrijf\w*\b[^.\n?!]{0,50}\buit\b|\bannul\w*|\bafzeg\w*|\bd[ée]sinscri\w*|\bcancel\w*|\bwithdraw\w*|"
-    r"\bunregister\w*|\binschrijving\w*\b[^.\n?!]{0,40}\b(?:in ?trekken|intrekken|schrappen|verwijderen)\b",
+    r"\bunregister\w*|\binschrijving\w*\b[^.\n?!]{0,40}\b(?:in ?trekken|intrekken|schrappen|verwijderen)\b|"
+    r"\babsag\w*|\babmeld\w*|\bstreichen sie\b",
     re.IGNORECASE,
 )
 _SELF_EXCLUDED = re.compile(
@@ -282,6 +292,23 @@ def _looks_personal(ctx: Context) -> bool:
     return bool(re.search(r"\b(?:ik|mij|mijn|je suis|je souhaite|je voudrais|i would|i'd|i am)\b", own[:600])) and len(own) < 1500
 
 
+# "... de andere sessies blijf ik wel volgen": an absence for one session, and the seat is kept.
+_KEEPS_SEAT = re.compile(
+    r"\b(?:andere|overige|volgende|rest\w*|other|remaining|autres)\b[^.\n]{0,40}\b(?:blijf|volg|kom|ben ik|will|zal|je)\w*\b"
+    r"[^.\n]{0,30}\b(?:wel|graag|volgen|aanwezig|attend|present|bijwonen|participer)\b|"
+    r"\bblijf\w* (?:ik |we )?(?:wel )?(?:ingeschreven|volgen|deelnemen)\b|\bkeep my (?:seat|place|registration)\b",
+    re.IGNORECASE)
+
+
+def absence_for_one_session(ctx: Context) -> Decision | None:
+    """Away for one session while staying registered: nothing to cancel, but the organisers want to know."""
+    text = ctx.body.own.text
+    if _CANCEL.search(text) and _KEEPS_SEAT.search(text) and not _CANCEL_EXPLICIT.search(text):
+        return Decision("other", "Afwezig voor een sessie, maar blijft ingeschreven: geen afmelding",
+                        review=("Afwezigheid voor een deel van de sessies; de inschrijving blijft",))
+    return None
+
+
 def cancellation(ctx: Context) -> Decision | None:
     text = ctx.intent_text
     m = _CANCEL.search(text)
@@ -313,7 +340,9 @@ def _mentions_existing_registration(text: str) -> bool:
 
 _INFO_QUESTION = re.compile(
     r"^\W*+(?:en |maar |of )?(?:hoe|wanneer|tot wanneer|vanaf wanneer|waar|wat|welke|waarom|wie|hoeveel|"
-    r"how|when|where|what|which|why|who|comment|quand|où|quel\w*|pourquoi|combien)\b", re.IGNORECASE)
+    r"how|when|where|what|which|why|who|comment|quand|où|quel\w*|pourquoi|combien|"
+    r"moet|moeten|is het|is er|zijn er|kan men|mag men|must|is it|are there|do (?:i|we) need|faut-il|est-ce)\b",
+    re.IGNORECASE)
 _ASKER = re.compile(r"\b(?:mij|me|mezelf|ons|onze|mijn|m'|my|me|myself|us|our|nous|mes|mon|ma)\b|@", re.IGNORECASE)
 
 
@@ -327,12 +356,26 @@ def _without_questions(text: str) -> str:
         if not _INFO_QUESTION.match(sentence) and _ASKER.search(sentence):
             return sentence
         return " "
-    return re.sub(r"[^.!?\n]{0,300}\?", drop, text)
+    # A dot inside a word ("lier.be", "o.a.") does not end the question's sentence.
+    return re.sub(r"(?:[^.!?\n]|\.(?=\w)){0,300}\?", drop, text)
+
+
+# A clause that declines or postpones: "we schrijven niet in", "ik twijfel nog om in te schrijven".
+_DECLINE = re.compile(
+    r"\b(?:niet|geen|nog niet|not|pas|nicht|kein\w*|twijfel\w*|wacht\w*|overweeg\w*|doubt\w*|hesit\w*|h[ée]sit\w*|"
+    r"wait\w*|attend[sz]? encore|later)\b", re.IGNORECASE)
+
+
+def _without_declines(text: str) -> str:
+    """The text without the clauses that decline or postpone a signup; "ik kan niet op 26/6, maar schrijf
+    me in" keeps its second clause, because clauses end at punctuation and at "maar/but/mais"."""
+    clauses = re.split(r"[.!?;,:\n]|\b(?:maar|but|mais|aber)\b", text[:20000], flags=re.IGNORECASE)
+    return "\n".join(c for c in clauses if not (_DECLINE.search(c) and _REG_STRONG.search(c)))
 
 
 def registration(ctx: Context) -> Decision | None:
     text = ctx.intent_text
-    m = _REG_STRONG.search(_without_questions(text))
+    m = _REG_STRONG.search(_without_declines(_without_questions(text)))
     form = _has_form(ctx)
     if not m and not form:
         return None
@@ -360,7 +403,8 @@ def registration(ctx: Context) -> Decision | None:
 
 _REQUEST = re.compile(
     r"^(?:(?:en|maar|dus|ook)\s+)?(?:kunnen|kan|kunt|mogen|mag|wil|wilt|willen|zou|zouden)\s+(?:jullie|je|jij|u|de organisatoren)\b|"
-    r"^(?:could|can|would|will)\s+you\b|^(?:pourriez|pouvez|voudriez)[- ]vous\b|^(?:graag|gelieve)\b",
+    r"^(?:could|can|would|will)\s+(?:you|someone|somebody)\b|^(?:pourriez|pouvez|voudriez)[- ]vous\b|^(?:graag|gelieve)\b|"
+    r"^(?:kan|kunnen|wil|zou)\s+(?:iemand|er iemand)\b",
     re.IGNORECASE)
 _HANDLED = re.compile(
     r"\b(?:bevestig\w*|confirm\w*|ingeschreven|inscrit\w*|registered|eerste (?:twintig|20)|wachtlijst|waiting list|"
@@ -375,8 +419,9 @@ def _questions(text: str) -> list[str]:
 
 
 def _question_sentence(text: str) -> str:
-    idx = text.find("?")
-    start = max(text.rfind(".", 0, idx), text.rfind("\n", 0, idx), text.rfind("!", 0, idx)) + 1
+    idx = text.rfind("?")
+    # ";" ends a clause too: "...@stad.be>; wilt u ...?" must not start the question inside an address.
+    start = max(text.rfind(". ", 0, idx), text.rfind("\n", 0, idx), text.rfind("!", 0, idx), text.rfind(";", 0, idx)) + 1
     return re.sub(r"\s+", " ", text[start:idx + 1]).strip()[:160]
 
 
@@ -387,6 +432,21 @@ _FORM_LABEL = re.compile(
 
 def _has_form(ctx: Context) -> bool:
     return len(_FORM_LABEL.findall(ctx.intent_text)) >= 2 or len(_FORM_LABEL.findall(ctx.attachment_text)) >= 2
+
+
+def passed_on_to_someone_else(ctx: Context) -> Decision | None:
+    """A mail to someone else with the desk only in Cc ("misschien iets voor jou?", internal team mail):
+    a signup only if the writer's own words sign someone up."""
+    rec = ctx.record
+    own = ctx.options.own_addresses
+    if not own or any(a in own for _, a in rec.to) or not rec.to:
+        return None
+    words = _without_declines(_without_questions(ctx.body.own.text))
+    if _REG_STRONG.search(re.sub(r"(?i)\b\d+\s+(?:inschrijvingen|registrations|inscriptions)\b", " ", words)) \
+            or _CANCEL.search(ctx.body.own.text):
+        return None
+    return Decision("other", "Gericht aan iemand anders, de desk staat enkel in kopie; de schrijver schrijft "
+                             "zelf niemand in of uit")
 
 
 def reply_to_our_mail(ctx: Context) -> Decision | None:
@@ -421,6 +481,8 @@ CLASSIFIERS: list[Classifier] = [
     x_auto_response_suppress,
     out_of_office_body,
     newsletter_body,
+    passed_on_to_someone_else,
+    absence_for_one_session,
     cancellation,
     registration,
     reply_to_our_mail,

@@ -28,6 +28,11 @@ class Options:
     max_participants: int = 10
     # authserv-ids of our own receiving servers; empty: trust the topmost Authentication-Results.
     trusted_authserv_ids: frozenset[str] = frozenset()
+    # What names this event in a mail (lowercased phrases: its name, acronym, session themes) and its
+    # session dates (ISO yyyy-mm-dd); from config, see evidence.event_terms. Empty: the event is not
+    # known, and a reading does not need the event to be named to act.
+    event_terms: tuple[str, ...] = ()
+    session_dates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,15 @@ class Reading:
     substitutes: tuple[Participant, ...] = ()
     # What the receiving server said of the sender (Authentication-Results): pass, fail or none.
     authentication: str = "none"
+    # The evidence behind the reading and the bar it had to clear to be acted on without a person.
+    evidence: tuple = ()
+    confidence: int = 0
+    bar: int = 0
+
+    def evidence_json(self) -> dict:
+        acts = self.kind in ("registration", "cancellation") and self.replies_allowed
+        return {"evidence": [s.as_dict() for s in self.evidence], "confidence": self.confidence,
+                "bar": self.bar, "acts_automatically": acts}
 
     def contract(self) -> dict:
         return {
@@ -61,4 +75,6 @@ class Reading:
             "bounced_recipients": list(self.bounced_recipients),
             "needs_review": self.needs_review,
             "reasons": list(self.reasons),
+            # Added keys: what the reading rests on and whether the desk acts on it without a person.
+            **self.evidence_json(),
         }
