@@ -110,7 +110,7 @@ _REG_STRONG = re.compile(
     r"\bregist\w*|\bsign\w*\b[^.\n?!]{0,20}\bup\b|\bsign-?up\b|\benrol\w*|\battend\w*|\bjoin\b|\bbe part of\b|"
     # "ik doe mee", "zet mij op de lijst", "mag mijn collega ook mee?", German "melde mich an"
     r"\b(?:doe|doen)\s+(?:\w+\s+){0,3}?mee\b|\bzet\w*\s+(?:mij|me|ons|hem|haar|mijn collega\w*)\b[^.\n?!]{0,30}\bop de (?:deelnemers)?lijst\b|"
-    r"\b(?:mag|mogen|kan|kunnen)\b[^.\n?!]{0,60}\b(?:ook|nog)\s+mee\b|"
+    r"\b(?:mag|mogen|kan|kunnen)\b(?:[^.\n?!]|\.(?=\w)){0,90}\b(?:ook|nog)\s+mee\b|"
     r"\banmeld\w*|\bmelde\w*\s+(?:mich|uns)\b[^.\n?!]{0,40}\ban\b|\bteilnehmen\b|\bteilnahme\b",
     re.IGNORECASE,
 )
@@ -160,12 +160,28 @@ def delivery_failure(ctx: Context) -> Decision | None:
 
 
 def delivery_delay(ctx: Context) -> Decision | None:
-    """A delay warning or success notice from a mail server: a machine, but not a bounce."""
+    """A delay warning: a delivery report (kind 'bounce') in which nothing failed for good yet, so
+    without bounced recipients; a success notice is a machine's auto-reply."""
     finding = ctx.bounce
     if finding is not None and not finding.permanent:
-        return Decision("auto_reply", "Vertragingsbericht van een mailserver (geen definitieve fout)", False)
+        if _DELAYED.search(" ".join(f.get("action", "") for f in ctx.record.delivery_status)) or \
+                _DELAY_SUBJECT.search(ctx.record.subject or ""):
+            return Decision("bounce", "Vertragingsbericht van een mailserver (nog geen definitieve fout)", False)
+        return Decision("auto_reply", "Afleveringsbericht van een mailserver (geen definitieve fout)", False)
     if ctx.record.report_type == "delivery-status":
         return Decision("auto_reply", "Afleveringsbericht van een mailserver", False)
+    return None
+
+
+_DELAYED = re.compile(r"(?i)\bdelayed\b")
+_DELAY_SUBJECT = re.compile(r"(?i)\bdelay(?:ed)?\b|\bvertraag|\bverzögert|\bretard")
+
+
+def calendar_invitation(ctx: Context) -> Decision | None:
+    """A meeting request (text/calendar METHOD:REQUEST): a person invites the team; not a signup."""
+    for att in ctx.record.attachments:
+        if att.content_type == "text/calendar" and re.search(rb"(?im)^METHOD:\s*REQUEST", att.data[:20000]):
+            return Decision("other", "Agenda-uitnodiging (vergaderverzoek), geen in- of afmelding", False)
     return None
 
 
@@ -242,6 +258,12 @@ def robot_sender(ctx: Context) -> Decision | None:
     if rec.sender is None or is_machine_sender(rec.sender):
         if rec.sender is None and (ctx.intent_text.strip() or rec.text.strip()):
             return None  # a human mail with a broken From: read it, the review flags the sender
+        local = rec.sender.split("@", 1)[0]
+        if re.match(r"(?i)^(?:no-?reply|do-?not-?reply|donotreply|noreply[-+.].*|notifications?)$", local) and \
+                not rec.in_reply_to and not is_reply_subject(rec.subject) and not _OOO_BODY.search(ctx.body.own.text):
+            # A no-reply address that answers nothing sends notices, mailings or phishing: no person to
+            # answer, but something for a person to read.
+            return Decision("other", f"Bericht van een no-reply-adres ({rec.sender}), geen antwoord op iets", False)
         return Decision("auto_reply", f"Afzender is een machine ({rec.sender or 'geen adres'})", False)
     return None
 
@@ -368,8 +390,9 @@ _DECLINE = re.compile(
 
 def _without_declines(text: str) -> str:
     """The text without the clauses that decline or postpone a signup; "ik kan niet op 26/6, maar schrijf
-    me in" keeps its second clause, because clauses end at punctuation and at "maar/but/mais"."""
-    clauses = re.split(r"[.!?;,:\n]|\b(?:maar|but|mais|aber)\b", text[:20000], flags=re.IGNORECASE)
+    me in" keeps its second clause, because clauses end at punctuation."""
+    # ("maar" alone is no boundary: "zet mij maar op de lijst" is one clause; ", maar" is.)
+    clauses = re.split(r"[.!?;,:](?!\w)|\n", text[:20000])
     return "\n".join(c for c in clauses if not (_DECLINE.search(c) and _REG_STRONG.search(c)))
 
 
@@ -382,7 +405,10 @@ def registration(ctx: Context) -> Decision | None:
     own = ctx.body.own.text
     for seg in ctx.body.forwarded:
         own += "\n" + seg.text
-    if m and not form and _THANKS.match(own.strip()) and len(own) < 400 and not re.search(
+    # A thank-you ("Bedankt voor de inschrijving!") signs nobody up, unless a later sentence does.
+    after_thanks = re.split(r"[.!?\n](?!\w)", own.strip(), maxsplit=1)[1:] or [""]
+    if m and not form and _THANKS.match(own.strip()) and len(own) < 400 and not _REG_STRONG.search(
+            _without_declines(_without_questions(after_thanks[0]))) and not re.search(
             r"(?i)\b(?:schrijf|wil|zou|graag|ook|inscrire|register|sign)\b[^.\n]{0,40}\b(?:in|deelnemen|aan|inscrire|up|register)\b",
             own):
         return None
@@ -472,6 +498,7 @@ CLASSIFIERS: list[Classifier] = [
     delivery_failure,
     delivery_delay,
     from_ourselves,
+    calendar_invitation,
     auto_submitted,
     read_receipt,
     mailing_list,
