@@ -85,8 +85,14 @@ def event_terms(name: str, themes: list[str] | tuple[str, ...] = ()) -> tuple[st
     return tuple(dict.fromkeys(t for t in terms if len(t) >= 3))
 
 
-def _term_pattern(terms: tuple[str, ...], dates: tuple[str, ...]) -> re.Pattern | None:
+def _term_pattern(terms: tuple[str, ...]) -> re.Pattern | None:
     parts = [r"\b" + re.escape(t).replace(r"\ ", r"[\s-]+") + r"(?:'?s)?\b" for t in terms]
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+def _date_pattern(dates: tuple[str, ...]) -> re.Pattern | None:
+    """A session date as people write it: "26 juni", "June 26", "26/6", "26-06" (not "26.6": a number)."""
+    parts = []
     for iso in dates:
         try:
             d = dt.date.fromisoformat(iso)
@@ -95,19 +101,39 @@ def _term_pattern(terms: tuple[str, ...], dates: tuple[str, ...]) -> re.Pattern 
         months = _MONTHS[d.month]
         parts.append(rf"\b0?{d.day}(?:e|ste|de|er)?\.?\s*(?:{months})\b")
         parts.append(rf"\b(?:{months})\.?\s+0?{d.day}\b")
-        parts.append(rf"\b0?{d.day}\s*[/.-]\s*0?{d.month}\b")
-    if not parts:
+        parts.append(rf"(?<![\d.,/-])0?{d.day}\s?[/-]\s?0?{d.month}(?![\d.,/-]?\d)")
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+_ANY_DATE = re.compile(r"\b(\d{1,2})(?:e|ste|de|er)?\.?\s+(" + "|".join(_MONTHS.values()) + r")\b", re.IGNORECASE)
+
+
+def _other_date(text: str, session_dates: tuple[str, ...]) -> str | None:
+    """A written date ("14 juni") that is no session's date, if the text names one."""
+    if not session_dates:
         return None
-    return re.compile("|".join(parts), re.IGNORECASE)
+    ours = set()
+    for iso in session_dates:
+        try:
+            d = dt.date.fromisoformat(iso)
+        except ValueError:
+            continue
+        ours.add((d.day, d.month))
+    for m in _ANY_DATE.finditer(text):
+        month = next(n for n, names in _MONTHS.items() if re.fullmatch(names, m.group(2), re.IGNORECASE))
+        if (int(m.group(1)), month) not in ours:
+            return m.group(0)
+    return None
 
 
-_PATTERNS: dict[tuple, re.Pattern | None] = {}
+_PATTERNS: dict[tuple, tuple[re.Pattern | None, re.Pattern | None]] = {}
 
 
-def event_pattern(terms: tuple[str, ...], dates: tuple[str, ...]) -> re.Pattern | None:
+def event_patterns(terms: tuple[str, ...], dates: tuple[str, ...]) -> tuple[re.Pattern | None, re.Pattern | None]:
+    """(what names the event, what names one of its session dates), compiled once per configuration."""
     key = (terms, dates)
     if key not in _PATTERNS:
-        _PATTERNS[key] = _term_pattern(terms, dates)
+        _PATTERNS[key] = (_term_pattern(terms), _date_pattern(dates))
     return _PATTERNS[key]
 
 
@@ -210,8 +236,9 @@ def assess(ctx, kind: str, participants) -> Assessment:
     signals: list[Signal] = []
 
     # 1. The event: named in the writer's own words, or in the thread answered, or a reply to the desk.
-    pattern = event_pattern(tuple(options.event_terms), tuple(options.session_dates))
-    linked = False
+    #    A session date alone is weaker: every event has a date.
+    pattern, date_pattern = event_patterns(tuple(options.event_terms), tuple(options.session_dates))
+    linked: bool | None = False
     if pattern is not None:
         own_words = ctx.intent_text
         m = pattern.search(own_words[:30000])
@@ -235,8 +262,16 @@ def assess(ctx, kind: str, participants) -> Assessment:
         signals.append(Signal("addressed_to_desk", 1, "Rechtstreeks aan de inschrijvingsdesk gericht"))
     if pattern is not None and not linked:
         signals.append(Signal("event_not_named", -1, "Het leernetwerk of een sessie wordt nergens genoemd"))
-        # Neither named, nor in a thread, nor sent to the desk: nothing ties it to this event.
-        linked = False if not addressed else None
+        m = date_pattern.search(ctx.intent_text[:30000]) if date_pattern is not None else None
+        if m:
+            signals.append(Signal("session_date", 1, f"Noemt een sessiedatum (\u201c{m.group(0).strip()}\u201d)"))
+        other = None if m else _other_date(ctx.intent_text[:30000], options.session_dates)
+        if other:
+            # "Graag schrijf ik mij in voor de studiedag van 14 juni": a signup, but for something else.
+            signals.append(Signal("other_date", -2, f"Noemt een datum die geen sessiedatum is (\u201c{other}\u201d): "
+                                  "mogelijk een ander evenement"))
+        # Neither named, nor in a thread, nor dated, nor sent to the desk: nothing ties it to this event.
+        linked = None if (addressed or m) and not other else False
 
     # 2. Verdicts already on the mail.
     verdict = spam_verdict(rec)
