@@ -185,6 +185,16 @@ def calendar_invitation(ctx: Context) -> Decision | None:
     return None
 
 
+def feedback_report(ctx: Context) -> Decision | None:
+    """An abuse or feedback report (RFC 5965, ARF): a provider's complaint about a mail, never a wish of
+    the person whose mail it quotes."""
+    rec = ctx.record
+    if rec.report_type == "feedback-report" or any(
+            a.content_type == "message/feedback-report" for a in rec.attachments):
+        return Decision("other", "Klachtrapport van een provider (ARF, message/feedback-report)", False)
+    return None
+
+
 def from_ourselves(ctx: Context) -> Decision | None:
     """Mail sent from one of our own addresses (a loop, a copy of our reply)."""
     if ctx.record.sender and ctx.record.sender in ctx.options.own_addresses:
@@ -497,6 +507,7 @@ def anything_else(ctx: Context) -> Decision | None:
 CLASSIFIERS: list[Classifier] = [
     delivery_failure,
     delivery_delay,
+    feedback_report,
     from_ourselves,
     calendar_invitation,
     auto_submitted,

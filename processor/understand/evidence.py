@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from .parse import MailRecord
 from .text import is_forward_subject, is_reply_subject
 
-# The sum of weights a signup or cancellation needs to be acted on without a person.
-BAR = 2
+# The sum of weights a signup or cancellation needs to be acted on without a person: the event named
+# (or a reply in its thread) and the mail sent to the desk, or from a government domain; not from a
+# private or company address alone (eligibility), not with replies diverted elsewhere.
+BAR = 3
 # A signal this strong (or stronger) against decides alone: the mail is not read as a signup.
 STRONG_AGAINST = -5
 
@@ -289,7 +291,7 @@ def assess(ctx, kind: str, participants) -> Assessment:
         d = domain_of(addr)
         if d and d != sender_domain and addr not in options.own_addresses and not is_known(d) \
                 and _registrable(d) != _registrable(sender_domain):
-            signals.append(Signal("reply_to_elsewhere", -2,
+            signals.append(Signal("reply_to_elsewhere", -3,
                                   f"Antwoorden gaan naar een ander domein ({d}) dan dat van de afzender"))
             break
     if sender_domain and is_known(sender_domain):
@@ -297,11 +299,11 @@ def assess(ctx, kind: str, participants) -> Assessment:
     elif kind == "registration":
         # Eligibility matters for a seat only: a cancellation can only free the sender's own seat(s).
         if rec.sender and is_webmail(rec.sender):
-            signals.append(Signal("private_sender", -1, f"Privé-adres ({sender_domain}): niet zeker dat de "
+            signals.append(Signal("private_sender", -2, f"Privé-adres ({sender_domain}): niet zeker dat de "
                                   "afzender bij een overheid werkt; een organisator beslist over de inschrijving"))
         elif sender_domain and (not sender_domain.endswith(".be") or _COMPANY.search(
                 (ctx.body.own.signature or "")[:500] + " " + (rec.sender_name or ""))):
-            signals.append(Signal("outside_government", -1, f"Afzender lijkt niet van een overheid te komen "
+            signals.append(Signal("outside_government", -2, f"Afzender lijkt niet van een overheid te komen "
                                   f"({sender_domain}); een organisator beslist over de inschrijving"))
 
     # 4. The form of the mail: a call to the reader to sign up is an invitation, not a signup.
