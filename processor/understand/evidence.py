@@ -254,6 +254,11 @@ def assess(ctx, kind: str, participants) -> Assessment:
                 signals.append(Signal("event_in_thread", 2,
                                       f"Antwoord op een bericht over het evenement (\u201c{m.group(0).strip()}\u201d)"))
                 linked = True
+    else:
+        # Without an event in the options (a bare understand() call) the link cannot be judged; it is
+        # neither held against the mail nor silently left out of the sum.
+        signals.append(Signal("event_not_configured", 2, "Geen evenement ingesteld: de band met het evenement "
+                              "is niet beoordeeld"))
     if ctx.is_reply_to_us:
         signals.append(Signal("reply_to_desk", 2, "Antwoord op een bericht van de inschrijvingsdesk"))
         linked = True

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .classify import Context
 from .model import Participant
-from .text import Segment
+from .text import _MOBILE_FOOTER, Segment
 
 ADDRESS = re.compile(r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 
@@ -288,7 +288,8 @@ def normalise_organisation(raw: str | None) -> str | None:
             text = (specific or orgish)[0]
         else:
             text = pieces[0]
-    text = re.sub(r"^(?:de|het|la|le|l')\s+", "", text, flags=re.IGNORECASE)
+    # "de Vlaamse Milieumaatschappij" in a sentence loses its article; a capital "De Lijn" is the name itself.
+    text = re.sub(r"^(?:de|het|la|le|l')\s+", "", text)
     if _DEPARTMENT.match(text) and not _ORG_HEAD.match(text):
         return None
     if len(text) > 80 or "@" in text or re.search(r"https?://|www\.", text):
@@ -305,8 +306,14 @@ def _generic_government(text: str) -> bool:
                              text.strip(" .,")))
 
 
+def _without_mobile_footer(signature: str) -> str:
+    """"Verzonden vanaf mijn Samsung Galaxy-smartphone" is the phone, never the organisation."""
+    return _MOBILE_FOOTER.sub("", signature)
+
+
 def organisation_from_signature(signature: str, loose: bool = True) -> str | None:
     best = None
+    signature = _without_mobile_footer(signature)
     for line in signature.split("\n")[:15]:
         line = line.strip(" \t*•>|_-")
         if not line or "@" in line or len(line) > 100:
@@ -363,9 +370,20 @@ _ORG_IN_TEXT = re.compile(
     re.IGNORECASE)
 
 
+# "Ik werk (sinds kort als stagiair) bij De Lijn", "ik ben werkzaam bij de Vlaamse Milieumaatschappij":
+# the capitalised run after "bij/at/chez" in a sentence about where the writer works.
+_WORKS_AT = re.compile(
+    r"\b(?:werk|werken|werkt|werkzaam|tewerkgesteld|actief|in dienst|employed|work|works|working|travaille|arbeite)\b"
+    r"[^.\n]{0,40}?\b(?:bij|at|for|voor|pour|chez|bei)\s+"
+    r"((?:De |Het |de |het |the |la |le |l')?[A-ZÀ-Þ][\w'’&-]+(?:\s+(?:en |van |voor |de |der |het |et |für )?[A-ZÀ-Þ][\w'’&-]+){0,4})")
+
+
 def organisation_from_text(text: str) -> str | None:
     m = _ORG_IN_TEXT.search(text)
     if m:
+        return normalise_organisation(m.group(1))
+    m = _WORKS_AT.search(text)
+    if m and not _DEPARTMENT.match(m.group(1)) and not _FUNCTION.search(m.group(1)):
         return normalise_organisation(m.group(1))
     return None
 
