@@ -142,6 +142,11 @@ def apply_cancellation(w: Work) -> bool:
                         reason=f"cancellation by mail from {w.reading.sender} "
                                f"(was {row['status']})")
     for person in targets.unknown:
+        if not w.reading.names_the_event:
+            # "Not registered" sent to whoever wrote "cancel" would answer spam: a person looks first.
+            w.set_aside("needs_review", f"cancellation for {person.email or person.name}, who is not registered, "
+                        "in a mail that does not name the event: not answered", "cancellation: unknown person")
+            continue
         registry.tell_not_registered(w.store, w.settings, person, origin, w.now, w.outcome)
     return True
 

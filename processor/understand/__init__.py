@@ -104,7 +104,7 @@ def _read(record: MailRecord, options: Options) -> Reading:
         authentication=auth.status,
         evidence=assessment.signals if assessment else (),
         confidence=assessment.confidence if assessment else 0,
-        bar=BAR,
+        bar=assessment.bar if assessment else BAR,
     )
 
 
@@ -146,7 +146,7 @@ def _weigh(ctx, kind: str, participants: tuple[Participant, ...]):
         participants = others
     # 4. The bar.
     if not assessment.acts:
-        weighed.reasons.append(f"Niet automatisch verwerkt: bewijs {assessment.confidence} onder de drempel {BAR} ("
+        weighed.reasons.append(f"Niet automatisch verwerkt: bewijs {assessment.confidence} onder de drempel {assessment.bar} ("
                                + "; ".join(s.reason for s in assessment.signals if s.weight < 0) + ")")
         weighed.hold = True
     return kind, participants, weighed

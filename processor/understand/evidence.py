@@ -33,6 +33,10 @@ from .text import is_forward_subject, is_reply_subject
 # (or a reply in its thread) and the mail sent to the desk, or from a government domain; not from a
 # private or company address alone (eligibility), not with replies diverted elsewhere.
 BAR = 3
+# A cancellation can only withdraw registrations the registry already holds for its sender (the apply
+# step looks them up), and it takes no seat: a mail sent to the desk that cancels is enough. Naming
+# the event is not expected of it ("Afmelding: ik kan niet deelnemen").
+BARS = {"registration": BAR, "cancellation": 1}
 # A signal this strong (or stronger) against decides alone: the mail is not read as a signup.
 STRONG_AGAINST = -5
 
@@ -222,10 +226,12 @@ class Assessment:
     linked_to_event: bool | None  # True: named in own words or thread, or a reply to the desk;
                                   # None: only sent to the desk; False: nothing ties it to this event
     strong_against: Signal | None
+    bar: int = BAR
 
     @property
     def acts(self) -> bool:
-        return self.strong_against is None and self.confidence >= BAR and (self.linked_to_event is not False or not self.event_known)
+        return self.strong_against is None and self.confidence >= self.bar and (
+            self.linked_to_event is not False or not self.event_known)
 
 
 def assess(ctx, kind: str, participants) -> Assessment:
@@ -268,7 +274,8 @@ def assess(ctx, kind: str, participants) -> Assessment:
     if addressed and options.own_addresses:
         signals.append(Signal("addressed_to_desk", 1, "Rechtstreeks aan de inschrijvingsdesk gericht"))
     if pattern is not None and not linked:
-        signals.append(Signal("event_not_named", -1, "Het leernetwerk of een sessie wordt nergens genoemd"))
+        signals.append(Signal("event_not_named", -1 if kind == "registration" else 0,
+                              "Het leernetwerk of een sessie wordt nergens genoemd"))
         m = date_pattern.search(ctx.intent_text[:30000]) if date_pattern is not None else None
         if m:
             signals.append(Signal("session_date", 1, f"Noemt een sessiedatum (\u201c{m.group(0).strip()}\u201d)"))
@@ -324,4 +331,4 @@ def assess(ctx, kind: str, participants) -> Assessment:
 
     strong = next((s for s in signals if s.weight <= STRONG_AGAINST), None)
     confidence = sum(s.weight for s in signals)
-    return Assessment(tuple(signals), confidence, pattern is not None, linked, strong)
+    return Assessment(tuple(signals), confidence, pattern is not None, linked, strong, BARS.get(kind, BAR))

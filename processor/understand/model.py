@@ -62,6 +62,12 @@ class Reading:
     confidence: int = 0
     bar: int = 0
 
+    @property
+    def names_the_event(self) -> bool:
+        """The writer named the event, answers in its thread, or answers one of the desk's mails."""
+        return any(s.name in ("event_named", "event_in_thread", "reply_to_desk", "event_not_configured")
+                   for s in self.evidence)
+
     def evidence_json(self) -> dict:
         acts = self.kind in ("registration", "cancellation") and self.replies_allowed
         return {"evidence": [s.as_dict() for s in self.evidence], "confidence": self.confidence,
