@@ -582,7 +582,10 @@ def people_from_addresses(text: str, exclude: set[str]) -> list[Person]:
         # 'mailto:' duplicates and the address inside '[mailto:...]' of Outlook quotes.
         before = text[max(0, m.start() - 120):m.start()]
         if before.endswith(("mailto:", "[mailto:")):
-            continue
+            if addr in text[:m.start()].lower():
+                continue
+            # Outlook's 'Name<mailto:a@b>' with only the name shown: the address is the link's.
+            before = re.sub(r"\s*[<\[]?mailto:$", "", before)
         after = text[m.end():m.end() + 80]
         name = _name_near(before, after)
         line_start = max(text.rfind("\n", 0, m.start()) + 1, m.start() - 200)
