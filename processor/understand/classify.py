@@ -425,7 +425,10 @@ def registration(ctx: Context) -> Decision | None:
     review: list[str] = []
     if _PARTIAL.search(text):
         review.append("Inschrijving voor slechts een deel van de sessies")
-    own_q = re.sub(r"(?m)^.*\b(?:https?://|www\.)\S*.*$", "", own)
+    # The questions that count are the writer's: a forwarded announcement's "Hoe vertaal je ...?" is not
+    # (only when the writer adds nothing is the forwarded mail the one asking).
+    asking = ctx.body.own.text if re.search(r"\w", ctx.body.own.text) else own
+    own_q = re.sub(r"(?m)^.*\b(?:https?://|www\.)\S*.*$", "", asking)
     for question in _questions(own_q):
         # A request the confirmation answers anyway ("kunnen jullie dit bevestigen?") needs no organiser.
         if _REQUEST.match(question) or _HANDLED.search(question) or (

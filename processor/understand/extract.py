@@ -819,6 +819,16 @@ def extract(ctx: Context, kind: str) -> Extraction:
                                    domain_of(p.email) in (domain_of(author.email), domain_of(rec.sender))):
             p.organisation = author.organisation or sender_person.organisation
 
+    # A colleague named without an address in a reply: the history quoted below often holds it
+    # (our confirmation lists everyone registered). Only an address made of the name's own words.
+    if ctx.body.quoted:
+        quoted_addresses = {a.lower() for a in ADDRESS.findall(ctx.body.quoted[:30000])}
+        for p in people:
+            if not p.email and p.full_name():
+                matches = [a for a in quoted_addresses - own_addresses if _all_name_tokens_in(p.full_name(), a)]
+                if len(matches) == 1:
+                    p.email = matches[0]
+                    p.organisation = p.organisation or organisation_for_domain(domain_of(p.email), table)
     participants: list[Participant] = []
     for p in people:
         participants.append(Participant(name=p.full_name(), email=(p.email or None), organisation=p.organisation))
