@@ -65,13 +65,20 @@ class Reading:
     @property
     def names_the_event(self) -> bool:
         """The writer named the event, answers in its thread, or answers one of the desk's mails."""
-        return any(s.name in ("event_named", "event_in_thread", "reply_to_desk", "event_not_configured")
+        return any(_signal(s)["signal"] in ("event_named", "event_in_thread", "reply_to_desk", "event_not_configured")
                    for s in self.evidence)
 
     def evidence_json(self) -> dict:
         acts = self.kind in ("registration", "cancellation") and self.replies_allowed
-        return {"evidence": [s.as_dict() for s in self.evidence], "confidence": self.confidence,
+        return {"evidence": [_signal(s) for s in self.evidence], "confidence": self.confidence,
                 "bar": self.bar, "acts_automatically": acts}
+
+
+def _signal(s) -> dict:
+    """A Signal, or the dict a stored reading (dataclasses.asdict, then JSON) brings back."""
+    if isinstance(s, dict):
+        return {"signal": s.get("signal", s.get("name")), "weight": s.get("weight"), "reason": s.get("reason")}
+    return s.as_dict()
 
     def contract(self) -> dict:
         return {
