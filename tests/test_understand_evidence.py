@@ -157,21 +157,21 @@ def test_replies_diverted_to_another_domain_hold_a_signup():
 
 
 def test_declining_or_postponing_is_not_a_signup():
-    for body in ("Bedankt voor de uitnodiging, maar we schrijven niet in voor het leernetwerk.\n",
-                 "Ik twijfel nog om in te schrijven voor het leernetwerk: kan het ook online?\n",
-                 "Ik wacht nog even met inschrijven voor het leernetwerk tot ik meer weet.\n"):
+    for body in ("Onze dienst neemt niet deel aan het leernetwerk: we volgen al een ander SDG-traject.\n",
+                 "Ik overweeg om in te schrijven voor het leernetwerk, zodra mijn diensthoofd akkoord is.\n",
+                 "Pas na het zomerreces kan ik beslissen of ik deelneem aan het leernetwerk.\n"):
         assert understand(mail(body, subject="leernetwerk"), OPTIONS).kind == "other", body
 
 
 def test_absent_for_one_session_keeps_the_seat():
-    body = ("Ik kan helaas niet aanwezig zijn op de sessie van 25 september, "
-            "de andere sessies blijf ik wel volgen.\n\nTijl\n")
+    body = ("Op 25 september zal ik er niet bij zijn wegens een opleiding; "
+            "voor de rest van de reeks blijf ik ingeschreven.\n\nTijl\n")
     reading = understand(mail(body, subject="Re: leernetwerk sessie 3"), OPTIONS)
     assert reading.kind == "other" and reading.needs_review
 
 
 def test_the_desk_only_in_cc_of_a_mail_to_a_colleague_is_no_signup():
-    body = "Hoi Lien,\n\nMisschien iets voor jou, dat leernetwerk? Ik zet het team in cc.\n\nTijl\n"
+    body = "Hoi Lien,\n\nDit leernetwerk lijkt me nuttig voor jouw dienst. Het team staat in kopie.\n\nTijl\n"
     reading = understand(mail(body, to="Lien <lien.oplinter@lier.be>", cc=DESK, subject="FW: leernetwerk"), OPTIONS)
     assert reading.kind == "other"
 

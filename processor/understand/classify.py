@@ -108,7 +108,8 @@ _REG_STRONG = re.compile(
     r"\bplaats(?:je|en)?\b[^.\n?!]{0,30}\b(?:reserveren|vastleggen)\b|\binteresse\b[^.\n?!]{0,60}\b(?:deel|leernetwerk|sessies)\b|"
     r"\binscri\w*|\bparticip\w*|\bassister\b|\br[ée]server\b|"
     r"\bregist\w*|\bsign\w*\b[^.\n?!]{0,20}\bup\b|\bsign-?up\b|\benrol\w*|\battend\w*|\bjoin\b|\bbe part of\b|"
-    # "ik doe mee", "zet mij op de lijst", "mag mijn collega ook mee?", German "melde mich an"
+    # joining without a signup verb ("wij doen graag mee"), being put on the list, asking whether a
+    # colleague may come along too, and German "anmelden"
     r"\b(?:doe|doen)\s+(?:\w+\s+){0,3}?mee\b|\bzet\w*\s+(?:mij|me|ons|hem|haar|mijn collega\w*)\b[^.\n?!]{0,30}\bop de (?:deelnemers)?lijst\b|"
     r"\b(?:mag|mogen|kan|kunnen)\b(?:[^.\n?!]|\.(?=\w)){0,90}\b(?:ook|nog)\s+mee\b|"
     r"\banmeld\w*|\bmelde\w*\s+(?:mich|uns)\b[^.\n?!]{0,40}\ban\b|\bteilnehmen\b|\bteilnahme\b",
@@ -324,7 +325,7 @@ def _looks_personal(ctx: Context) -> bool:
     return bool(re.search(r"\b(?:ik|mij|mijn|je suis|je souhaite|je voudrais|i would|i'd|i am)\b", own[:600])) and len(own) < 1500
 
 
-# "... de andere sessies blijf ik wel volgen": an absence for one session, and the seat is kept.
+# Missing one session while saying the rest will be followed: an absence, and the seat is kept.
 _KEEPS_SEAT = re.compile(
     r"\b(?:andere|overige|volgende|rest\w*|other|remaining|autres)\b[^.\n]{0,40}\b(?:blijf|volg|kom|ben ik|will|zal|je)\w*\b"
     r"[^.\n]{0,30}\b(?:wel|graag|volgen|aanwezig|attend|present|bijwonen|participer)\b|"
@@ -392,7 +393,7 @@ def _without_questions(text: str) -> str:
     return re.sub(r"(?:[^.!?\n]|\.(?=\w)){0,300}\?", drop, text)
 
 
-# A clause that declines or postpones: "we schrijven niet in", "ik twijfel nog om in te schrijven".
+# A clause that declines or postpones a signup: a negation, doubt or waiting in the same clause.
 _DECLINE = re.compile(
     r"\b(?:niet|geen|nog niet|not|pas|nicht|kein\w*|twijfel\w*|wacht\w*|overweeg\w*|doubt\w*|hesit\w*|h[ée]sit\w*|"
     r"wait\w*|attend[sz]? encore|later)\b", re.IGNORECASE)
@@ -401,7 +402,7 @@ _DECLINE = re.compile(
 def _without_declines(text: str) -> str:
     """The text without the clauses that decline or postpone a signup; "ik kan niet op 26/6, maar schrijf
     me in" keeps its second clause, because clauses end at punctuation."""
-    # ("maar" alone is no boundary: "zet mij maar op de lijst" is one clause; ", maar" is.)
+    # ("maar" alone is no boundary: in Dutch it is also a softening particle; ", maar" is.)
     clauses = re.split(r"[.!?;,:](?!\w)|\n", text[:20000])
     return "\n".join(c for c in clauses if not (_DECLINE.search(c) and _REG_STRONG.search(c)))
 
@@ -415,7 +416,7 @@ def registration(ctx: Context) -> Decision | None:
     own = ctx.body.own.text
     for seg in ctx.body.forwarded:
         own += "\n" + seg.text
-    # A thank-you ("Bedankt voor de inschrijving!") signs nobody up, unless a later sentence does.
+    # A thank-you for the confirmation signs nobody up, unless a later sentence does.
     after_thanks = re.split(r"[.!?\n](?!\w)", own.strip(), maxsplit=1)[1:] or [""]
     if m and not form and _THANKS.match(own.strip()) and len(own) < 400 and not _REG_STRONG.search(
             _without_declines(_without_questions(after_thanks[0]))) and not re.search(
@@ -474,7 +475,7 @@ def _has_form(ctx: Context) -> bool:
 
 
 def passed_on_to_someone_else(ctx: Context) -> Decision | None:
-    """A mail to someone else with the desk only in Cc ("misschien iets voor jou?", internal team mail):
+    """A mail to someone else with the desk only in Cc (a tip to a colleague, internal team mail):
     a signup only if the writer's own words sign someone up."""
     rec = ctx.record
     own = ctx.options.own_addresses

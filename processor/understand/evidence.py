@@ -281,7 +281,7 @@ def assess(ctx, kind: str, participants) -> Assessment:
             signals.append(Signal("session_date", 1, f"Noemt een sessiedatum (\u201c{m.group(0).strip()}\u201d)"))
         other = None if m else _other_date(ctx.intent_text[:30000], options.session_dates)
         if other:
-            # "Graag schrijf ik mij in voor de studiedag van 14 juni": a signup, but for something else.
+            # A signup for a course on a date that is no session's: a signup, but for something else.
             signals.append(Signal("other_date", -2, f"Noemt een datum die geen sessiedatum is (\u201c{other}\u201d): "
                                   "mogelijk een ander evenement"))
         # Neither named, nor in a thread, nor dated, nor sent to the desk: nothing ties it to this event.

@@ -288,7 +288,7 @@ def normalise_organisation(raw: str | None) -> str | None:
             text = (specific or orgish)[0]
         else:
             text = pieces[0]
-    # "de Vlaamse Milieumaatschappij" in a sentence loses its article; a capital "De Lijn" is the name itself.
+    # "bij de Vlaamse Waterweg" in a sentence loses its article; a capital "De Lijn" is the name itself.
     text = re.sub(r"^(?:de|het|la|le|l')\s+", "", text)
     if _DEPARTMENT.match(text) and not _ORG_HEAD.match(text):
         return None
@@ -307,7 +307,7 @@ def _generic_government(text: str) -> bool:
 
 
 def _without_mobile_footer(signature: str) -> str:
-    """"Verzonden vanaf mijn Samsung Galaxy-smartphone" is the phone, never the organisation."""
+    """"Sent from my phone" lines name the device, never the organisation."""
     return _MOBILE_FOOTER.sub("", signature)
 
 
@@ -370,7 +370,7 @@ _ORG_IN_TEXT = re.compile(
     re.IGNORECASE)
 
 
-# "Ik werk (sinds kort als stagiair) bij De Lijn", "ik ben werkzaam bij de Vlaamse Milieumaatschappij":
+# "Ik werk sinds maart als jurist bij De Watergroep", "ik ben tewerkgesteld bij het Agentschap X":
 # the capitalised run after "bij/at/chez" in a sentence about where the writer works.
 _WORKS_AT = re.compile(
     r"\b(?:werk|werken|werkt|werkzaam|tewerkgesteld|actief|in dienst|employed|work|works|working|travaille|arbeite)\b"

@@ -73,13 +73,6 @@ class Reading:
         return {"evidence": [_signal(s) for s in self.evidence], "confidence": self.confidence,
                 "bar": self.bar, "acts_automatically": acts}
 
-
-def _signal(s) -> dict:
-    """A Signal, or the dict a stored reading (dataclasses.asdict, then JSON) brings back."""
-    if isinstance(s, dict):
-        return {"signal": s.get("signal", s.get("name")), "weight": s.get("weight"), "reason": s.get("reason")}
-    return s.as_dict()
-
     def contract(self) -> dict:
         return {
             "kind": self.kind,
@@ -91,3 +84,10 @@ def _signal(s) -> dict:
             # Added keys: what the reading rests on and whether the desk acts on it without a person.
             **self.evidence_json(),
         }
+
+
+def _signal(s) -> dict:
+    """A Signal, or the dict a stored reading (dataclasses.asdict, then JSON) brings back."""
+    if isinstance(s, dict):
+        return {"signal": s.get("signal", s.get("name")), "weight": s.get("weight"), "reason": s.get("reason")}
+    return s.as_dict()
