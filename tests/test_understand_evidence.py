@@ -92,7 +92,7 @@ def test_a_clean_verdict_is_no_evidence_against(header, value):
 
 
 @pytest.mark.parametrize("sender", [
-    "Registratie Vlaanderen <inschrijvingen@vlaanderen-registratie.example>",
+    "Registratie Vlaanderen <inschrijvingen@vlaanderenbe-registratie.example>",
     "Servicedesk <service@vlaanderen.be.secure-login.example>",
     '"duurzameontwikkeling@vlaanderen.be" <events@mailer.example>',
 ])

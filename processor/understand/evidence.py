@@ -179,8 +179,11 @@ def imitation(domain: str, display_name: str | None, own_domains: set[str], is_k
     if not domain or is_known(domain):
         return None
     for own in own_domains:
-        label = own.split(".")[0]
-        if len(label) >= 5 and label in domain and _registrable(domain) != _registrable(own):
+        # Our registrable domain written into another one, at a label boundary: "vlaanderen-be.info",
+        # "vlaanderen.be.login.example". Not "sportvlaanderen.be": a name of its own that merely contains it.
+        head, _, tld = _registrable(own).rpartition(".")
+        if head and _registrable(domain) != _registrable(own) and re.search(
+                rf"(?:^|[.-]){re.escape(head)}[.\-_]?{re.escape(tld)}(?:[.-]|$)", domain):
             return f"het domein {domain} lijkt op {own} maar is het niet"
         if display_name and own in display_name.lower():
             return f"de naam van de afzender noemt {own}, maar het bericht komt van {domain}"
