@@ -146,8 +146,10 @@ def _weigh(ctx, kind: str, participants: tuple[Participant, ...]):
         participants = others
     # 4. The bar.
     if not assessment.acts:
-        weighed.reasons.append(f"Niet automatisch verwerkt: bewijs {assessment.confidence} onder de drempel {assessment.bar} ("
-                               + "; ".join(s.reason for s in assessment.signals if s.weight < 0) + ")")
+        # Every signal with its weight, against first: the organiser sees what was missing and what was there.
+        ordered = sorted(assessment.signals, key=lambda s: s.weight)
+        weighed.reasons.append(f"Niet automatisch verwerkt: bewijs {assessment.confidence} onder de drempel "
+                               f"{assessment.bar} (" + "; ".join(f"{s.reason} [{s.weight:+d}]" for s in ordered) + ")")
         weighed.hold = True
     return kind, participants, weighed
 
