@@ -451,17 +451,21 @@ _HANDLED = re.compile(
     r"plaats(?:je)? (?:vrij|over)|nog plaats|ontvangen|reçu|received)\b", re.IGNORECASE)
 
 
-def _questions(text: str) -> list[str]:
-    out = []
-    for m in re.finditer(r"\?", text):
-        out.append(_question_sentence(text[:m.end()]))
-    return out
+def _questions(text: str, limit: int = 50):
+    """Each question sentence, in order (at most `limit`): each one is looked for in the 300 characters
+    before its "?" only, so a mail of thousands of question marks stays linear."""
+    for count, m in enumerate(re.finditer(r"\?", text)):
+        if count >= limit:
+            return
+        yield _question_sentence(text, m.start())
 
 
-def _question_sentence(text: str) -> str:
-    idx = text.rfind("?")
+def _question_sentence(text: str, idx: int) -> str:
+    lo = max(0, idx - 300)
     # ";" ends a clause too: "...@stad.be>; wilt u ...?" must not start the question inside an address.
-    start = max(text.rfind(". ", 0, idx), text.rfind("\n", 0, idx), text.rfind("!", 0, idx), text.rfind(";", 0, idx)) + 1
+    start = max(text.rfind(". ", lo, idx), text.rfind("\n", lo, idx), text.rfind("!", lo, idx),
+                text.rfind(";", lo, idx), text.rfind("?", lo, idx))
+    start = start + 1 if start >= 0 else lo
     return re.sub(r"\s+", " ", text[start:idx + 1]).strip()[:160]
 
 
