@@ -17,7 +17,7 @@ from pathlib import Path
 
 from processor.store import db
 from processor.demo import embedded
-from processor.desk import pipeline, status
+from processor.desk import pipeline, review, status
 from processor.clock import Clock, parse_moment
 from processor.config import Settings
 
@@ -79,6 +79,33 @@ def sample_signups(count: int, start: dt.datetime, seed: int = 2018) -> list[tup
     return mails
 
 
+def review_samples(start: dt.datetime) -> list[tuple[bytes, dt.datetime]]:
+    """Two mails the desk must not act on alone: a question, and spam that invites the reader to
+    register. They are kept, set aside for an organiser with their reasons, and never answered."""
+    samples = [
+        ("Bart Aerts", "bart.aerts@zemst.be", "Vraag over het leernetwerk",
+         "Goeiedag,\n\nIs er een parkeerplaats bij de zaal van het leernetwerk? Ik overweeg me in te "
+         "schrijven.\n\nBart Aerts\nGemeente Zemst\n"),
+        ("Event Team", "events@conference-deals.example", "Last seats: register now for the SDG Summit!",
+         "Dear colleague,\n\nOnly 3 seats left! Register now for the Global SDG Leadership Summit and "
+         "confirm your attendance today: https://conference-deals.example/register\n\nClick here to "
+         "unsubscribe.\n"),
+    ]
+    mails = []
+    for i, (name, address, subject, body) in enumerate(samples):
+        msg = EmailMessage(policy=SMTP)
+        username, _, domain = address.partition("@")
+        msg["From"] = Address(name, username, domain)
+        msg["To"] = "duurzameontwikkeling@vlaanderen.be"
+        msg["Subject"] = subject
+        arrival = start + dt.timedelta(hours=2 + i)
+        msg["Date"] = format_datetime(arrival)
+        msg["Message-ID"] = make_msgid(idstring=f"demo-review{i}", domain=domain)
+        msg.set_content(body)
+        mails.append((bytes(msg), arrival))
+    return mails
+
+
 def _demo_settings(settings: Settings, imap, smtp) -> Settings:
     mailbox = dataclasses.replace(
         settings.mailbox, host=imap.host, port=imap.port, security="none",
@@ -103,9 +130,11 @@ def run(settings: Settings, args) -> int:
     with embedded.embedded_imap(DEMO_USER, password) as imap, embedded.embedded_smtp() as smtp:
         demo = _demo_settings(settings, imap, smtp)
         mails = sample_signups(args.count, start)
-        embedded.append_messages(imap, mails)
+        extra = review_samples(start)
+        embedded.append_messages(imap, mails + extra)
         print(f"Embedded IMAP on {imap.host}:{imap.port} and SMTP on {smtp.host}:{smtp.port}; "
-              f"{len(mails)} sample signups in the inbox, appended out of order.")
+              f"{len(mails)} sample signups in the inbox, appended out of order, and "
+              f"{len(extra)} mails that are not signups (a question, spam).")
         print(f"Registry: {db_path}; clock: {now.isoformat()}\n")
 
         store = db.Store(db.connect(db_path))
@@ -115,6 +144,12 @@ def run(settings: Settings, args) -> int:
         print(f"Poll 2: {again.summary()}  (nothing twice)\n")
 
         print(status.as_table(status.registry_status(store, demo)))
+        items = review.review_items(store)
+        print(f"\nSet aside for an organiser, unanswered ({len(items)}):")
+        for item in items:
+            print(f"  {item['sender']}: {item['subject']}")
+            for why in item["reasons"][:2]:
+                print(f"      - {why}")
         received = [email.message_from_bytes(m.data, policy=email.policy.default)
                     for m in smtp.messages]
         print(f"\n{len(received)} replies reached the SMTP server:")

@@ -22,6 +22,7 @@ from processor.mail.imap import Mailbox, MailboxError
 from processor.desk.readahead import Reader, Unreadable
 from processor.understand import load_domain_organisations, understand
 from processor.understand.received import accepted_at
+from processor.understand.evidence import event_terms
 from processor.understand.model import Options, Reading
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,11 @@ def apply_cancellation(w: Work) -> bool:
                         reason=f"cancellation by mail from {w.reading.sender} "
                                f"(was {row['status']})")
     for person in targets.unknown:
+        if not w.reading.names_the_event:
+            # "Not registered" sent to whoever wrote "cancel" would answer spam: a person looks first.
+            w.set_aside("needs_review", f"cancellation for {person.email or person.name}, who is not registered, "
+                        "in a mail that does not name the event: not answered", "cancellation: unknown person")
+            continue
         registry.tell_not_registered(w.store, w.settings, person, origin, w.now, w.outcome)
     return True
 
@@ -281,6 +287,9 @@ def understanding_options(settings: Settings) -> Options:
         domain_organisations=organisations,
         max_participants=settings.max_participants_per_mail,
         trusted_authserv_ids=settings.mailbox.trusted_authserv_ids,
+        # What names the event in a mail: a signup must be linked to it before the desk acts alone.
+        event_terms=event_terms(settings.event.name, [s.theme for s in settings.event.sessions]),
+        session_dates=tuple(s.date.isoformat() for s in settings.event.sessions),
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
+from dataclasses import dataclass, field
 
 from .attachments import attachment_text
 from .authentication import verdict
 from .classify import build_context, classify
+from .evidence import BAR, Assessment, assess
 from .extract import extract
 from .model import KINDS, Options, Participant, Reading
 from .parse import MailRecord, parse
@@ -78,8 +80,23 @@ def _read(record: MailRecord, options: Options) -> Reading:
     if auth.status == "fail" and decision.kind in ("registration", "cancellation"):
         reasons.append(f"Afzender niet bevestigd: {auth.detail}; mogelijk vervalst")
         needs_review = True
+    kind = decision.kind
+    replies_allowed = decision.replies_allowed and kind in ("registration", "cancellation", "other")
+    assessment = None
+    if kind in ("registration", "cancellation"):
+        kind, participants, weighed = _weigh(ctx, kind, participants)
+        assessment = weighed.assessment
+        if kind == "other":
+            reasons = [*weighed.reasons, decision.reason]
+        else:
+            reasons += weighed.reasons
+        if weighed.hold:
+            needs_review = True
+            replies_allowed = False
+        if kind == "other":
+            substitutes = ()
     return Reading(
-        kind=decision.kind,
+        kind=kind,
         sender=record.sender,
         sender_name=_shown(record.sender_name),
         subject=_shown(record.subject) or "",
@@ -91,11 +108,60 @@ def _read(record: MailRecord, options: Options) -> Reading:
         needs_review=needs_review,
         reasons=tuple(reasons),
         excerpt=_excerpt(excerpt_source),
-        replies_allowed=decision.replies_allowed and decision.kind in ("registration", "cancellation", "other"),
+        replies_allowed=replies_allowed,
         is_reply_to_us=ctx.is_reply_to_us,
         substitutes=substitutes,
         authentication=auth.status,
+        evidence=assessment.signals if assessment else (),
+        confidence=assessment.confidence if assessment else 0,
+        bar=assessment.bar if assessment else BAR,
     )
+
+
+@dataclass
+class _Weighed:
+    assessment: Assessment
+    reasons: list[str] = field(default_factory=list)
+    hold: bool = False  # below the bar: kept, set aside, never answered
+
+
+def _weigh(ctx, kind: str, participants: tuple[Participant, ...]):
+    """Act alone only above the bar (see evidence.py); below it the reading waits for an organiser.
+
+    Returns the kind (a signup with no link to this event, or marked as spam or imitation, becomes
+    'other'), the participants, and what to add to the reasons."""
+    assessment = assess(ctx, kind, participants)
+    weighed = _Weighed(assessment)
+    what = "inschrijving" if kind == "registration" else "afmelding"
+    # 1. Strong evidence against decides alone: not a signup, whatever its words.
+    if assessment.strong_against is not None:
+        weighed.reasons.append(f"Geen echte {what}: {assessment.strong_against.reason}")
+        weighed.hold = True
+        return "other", (), weighed
+    # 2. No link to this event at all: the team mailbox gets every kind of "register here".
+    if assessment.event_known and assessment.linked_to_event is False:
+        weighed.reasons.append(f"Lijkt op een {what}, maar verwijst niet naar dit evenement (geen naam, thema of "
+                               "sessiedatum, geen antwoord op onze mail): een organisator leest het")
+        weighed.hold = True
+        return "other", (), weighed
+    # 3. A thread with the desk: its sender is already known to us; only someone new is a fresh signup.
+    if kind == "registration" and ctx.is_reply_to_us:
+        sender = ctx.record.sender
+        others = tuple(p for p in participants if p.email != sender)
+        if not others:
+            weighed.reasons.append("Antwoord op een bericht van de desk, zonder iemand nieuw in te schrijven: "
+                                   "geen nieuwe inschrijving")
+            weighed.hold = True
+            return "other", (), weighed
+        participants = others
+    # 4. The bar.
+    if not assessment.acts:
+        # Every signal with its weight, against first: the organiser sees what was missing and what was there.
+        ordered = sorted(assessment.signals, key=lambda s: s.weight)
+        weighed.reasons.append(f"Niet automatisch verwerkt: bewijs {assessment.confidence} onder de drempel "
+                               f"{assessment.bar} (" + "; ".join(f"{s.reason} [{s.weight:+d}]" for s in ordered) + ")")
+        weighed.hold = True
+    return kind, participants, weighed
 
 
 _THANKS_ONLY = re.compile(

@@ -89,7 +89,12 @@ _CANCEL = re.compile(
     r"\bcancel\w*\b|\bwithdraw\w*\b|\bunregister\w*\b|\bderegister\w*\b|"
     r"\b(?:can't|cannot|can not|won't|will not|unable to|not be able to|no longer (?:able to|attend|participate)|"
     r"will no longer|am no longer|is no longer|are no longer)\b[^.\n?!]{0,30}\b(?:attend|make it|join|participate|come|be (?:there|present|attending))\b|"
-    r"\bremove (?:me|my|him|her|them|us)\b",
+    r"\bremove (?:me|my|him|her|them|us)\b|"
+    # "zet/haal mij van de lijst", "take me off the list", "geef mijn plaats aan iemand anders"
+    r"\b(?:zet|haal|schrap|verwijder)\w*\s+(?:mij|me|ons|hem|haar|mijn naam)\b[^.\n?!]{0,30}\b(?:van|uit) de (?:deelnemers)?lijst\b|"
+    r"\btake (?:me|my name|us|him|her) off\b|\b(?:geef|mag)\b[^.\n?!]{0,20}\bmijn plaats\b[^.\n?!]{0,30}\b(?:aan|naar) (?:iemand|een ander)|"
+    r"\b(?:kan|kunnen|zal|zullen|ga|gaan)\b[^.\n?!]{0,30}\bniet\b[^.\n?!]{0,30}\b(?:er ?bij|bij) (?:zijn|wezen)\b|"
+    r"\babsag\w*|\babsagen\b|\babmeld\w*|\bstreichen sie\b|\bnicht (?:mehr )?teilnehmen\b",
     re.IGNORECASE,
 )
 _REG_STRONG = re.compile(
@@ -102,7 +107,12 @@ _REG_STRONG = re.compile(
     r"deel uitmaken|komen|aansluiten|volgen)\b|\bregistr\w*|\bopgeven\b|\bgeef\w*\b[^.\n?!]{0,40}\bop\b(?! te)|"
     r"\bplaats(?:je|en)?\b[^.\n?!]{0,30}\b(?:reserveren|vastleggen)\b|\binteresse\b[^.\n?!]{0,60}\b(?:deel|leernetwerk|sessies)\b|"
     r"\binscri\w*|\bparticip\w*|\bassister\b|\br[ée]server\b|"
-    r"\bregist\w*|\bsign\w*\b[^.\n?!]{0,20}\bup\b|\bsign-?up\b|\benrol\w*|\battend\w*|\bjoin\b|\bbe part of\b",
+    r"\bregist\w*|\bsign\w*\b[^.\n?!]{0,20}\bup\b|\bsign-?up\b|\benrol\w*|\battend\w*|\bjoin\b|\bbe part of\b|"
+    # joining without a signup verb ("wij doen graag mee"), being put on the list, asking whether a
+    # colleague may come along too, and German "anmelden"
+    r"\b(?:doe|doen)\s+(?:\w+\s+){0,3}?mee\b|\bzet\w*\s+(?:mij|me|ons|hem|haar|mijn collega\w*)\b[^.\n?!]{0,30}\bop de (?:deelnemers)?lijst\b|"
+    r"\b(?:mag|mogen|kan|kunnen)\b(?:[^.\n?!]|\.(?=\w)){0,90}\b(?:ook|nog)\s+mee\b|"
+    r"\banmeld\w*|\bmelde\w*\s+(?:mich|uns)\b[^.\n?!]{0,40}\ban\b|\bteilnehmen\b|\bteilnahme\b",
     re.IGNORECASE,
 )
 _QUESTION = re.compile(r"\?|\b(?:vraag|vraagje|question|vraag ik me af|zou ik willen weten|graag wil ik weten)\b", re.I)
@@ -122,7 +132,8 @@ _PARTIAL = re.compile(
 _CANCEL_EXPLICIT = re.compile(
     r"\baf ?melden\b|\bafmeld\w*|\bmeld\w*\b[^.\n?!]{0,50}\baf\b|\buitschrijv\w*|\buit ?te ?schrijven\b|"
     r"\bschrijf\w*\b[^.\n?!]{0,50}\buit\b|\bannul\w*|\bafzeg\w*|\bd[ée]sinscri\w*|\bcancel\w*|\bwithdraw\w*|"
-    r"\bunregister\w*|\binschrijving\w*\b[^.\n?!]{0,40}\b(?:in ?trekken|intrekken|schrappen|verwijderen)\b",
+    r"\bunregister\w*|\binschrijving\w*\b[^.\n?!]{0,40}\b(?:in ?trekken|intrekken|schrappen|verwijderen)\b|"
+    r"\babsag\w*|\babmeld\w*|\bstreichen sie\b",
     re.IGNORECASE,
 )
 _SELF_EXCLUDED = re.compile(
@@ -150,12 +161,38 @@ def delivery_failure(ctx: Context) -> Decision | None:
 
 
 def delivery_delay(ctx: Context) -> Decision | None:
-    """A delay warning or success notice from a mail server: a machine, but not a bounce."""
+    """A delay warning: a delivery report (kind 'bounce') in which nothing failed for good yet, so
+    without bounced recipients; a success notice is a machine's auto-reply."""
     finding = ctx.bounce
     if finding is not None and not finding.permanent:
-        return Decision("auto_reply", "Vertragingsbericht van een mailserver (geen definitieve fout)", False)
+        if _DELAYED.search(" ".join(f.get("action", "") for f in ctx.record.delivery_status)) or \
+                _DELAY_SUBJECT.search(ctx.record.subject or ""):
+            return Decision("bounce", "Vertragingsbericht van een mailserver (nog geen definitieve fout)", False)
+        return Decision("auto_reply", "Afleveringsbericht van een mailserver (geen definitieve fout)", False)
     if ctx.record.report_type == "delivery-status":
         return Decision("auto_reply", "Afleveringsbericht van een mailserver", False)
+    return None
+
+
+_DELAYED = re.compile(r"(?i)\bdelayed\b")
+_DELAY_SUBJECT = re.compile(r"(?i)\bdelay(?:ed)?\b|\bvertraag|\bverzögert|\bretard")
+
+
+def calendar_invitation(ctx: Context) -> Decision | None:
+    """A meeting request (text/calendar METHOD:REQUEST): a person invites the team; not a signup."""
+    for att in ctx.record.attachments:
+        if att.content_type == "text/calendar" and re.search(rb"(?im)^METHOD:\s*REQUEST", att.data[:20000]):
+            return Decision("other", "Agenda-uitnodiging (vergaderverzoek), geen in- of afmelding", False)
+    return None
+
+
+def feedback_report(ctx: Context) -> Decision | None:
+    """An abuse or feedback report (RFC 5965, ARF): a provider's complaint about a mail, never a wish of
+    the person whose mail it quotes."""
+    rec = ctx.record
+    if rec.report_type == "feedback-report" or any(
+            a.content_type == "message/feedback-report" for a in rec.attachments):
+        return Decision("other", "Klachtrapport van een provider (ARF, message/feedback-report)", False)
     return None
 
 
@@ -232,6 +269,12 @@ def robot_sender(ctx: Context) -> Decision | None:
     if rec.sender is None or is_machine_sender(rec.sender):
         if rec.sender is None and (ctx.intent_text.strip() or rec.text.strip()):
             return None  # a human mail with a broken From: read it, the review flags the sender
+        local = rec.sender.split("@", 1)[0]
+        if re.match(r"(?i)^(?:no-?reply|do-?not-?reply|donotreply|noreply[-+.].*|notifications?)$", local) and \
+                not rec.in_reply_to and not is_reply_subject(rec.subject) and not _OOO_BODY.search(ctx.body.own.text):
+            # A no-reply address that answers nothing sends notices, mailings or phishing: no person to
+            # answer, but something for a person to read.
+            return Decision("other", f"Bericht van een no-reply-adres ({rec.sender}), geen antwoord op iets", False)
         return Decision("auto_reply", f"Afzender is een machine ({rec.sender or 'geen adres'})", False)
     return None
 
@@ -282,6 +325,23 @@ def _looks_personal(ctx: Context) -> bool:
     return bool(re.search(r"\b(?:ik|mij|mijn|je suis|je souhaite|je voudrais|i would|i'd|i am)\b", own[:600])) and len(own) < 1500
 
 
+# Missing one session while saying the rest will be followed: an absence, and the seat is kept.
+_KEEPS_SEAT = re.compile(
+    r"\b(?:andere|overige|volgende|rest\w*|other|remaining|autres)\b[^.\n]{0,40}\b(?:blijf|volg|kom|ben ik|will|zal|je)\w*\b"
+    r"[^.\n]{0,30}\b(?:wel|graag|volgen|aanwezig|attend|present|bijwonen|participer)\b|"
+    r"\bblijf\w* (?:ik |we )?(?:wel )?(?:ingeschreven|volgen|deelnemen)\b|\bkeep my (?:seat|place|registration)\b",
+    re.IGNORECASE)
+
+
+def absence_for_one_session(ctx: Context) -> Decision | None:
+    """Away for one session while staying registered: nothing to cancel, but the organisers want to know."""
+    text = ctx.body.own.text
+    if _CANCEL.search(text) and _KEEPS_SEAT.search(text) and not _CANCEL_EXPLICIT.search(text):
+        return Decision("other", "Afwezig voor een sessie, maar blijft ingeschreven: geen afmelding",
+                        review=("Afwezigheid voor een deel van de sessies; de inschrijving blijft",))
+    return None
+
+
 def cancellation(ctx: Context) -> Decision | None:
     text = ctx.intent_text
     m = _CANCEL.search(text)
@@ -313,7 +373,9 @@ def _mentions_existing_registration(text: str) -> bool:
 
 _INFO_QUESTION = re.compile(
     r"^\W*+(?:en |maar |of )?(?:hoe|wanneer|tot wanneer|vanaf wanneer|waar|wat|welke|waarom|wie|hoeveel|"
-    r"how|when|where|what|which|why|who|comment|quand|où|quel\w*|pourquoi|combien)\b", re.IGNORECASE)
+    r"how|when|where|what|which|why|who|comment|quand|où|quel\w*|pourquoi|combien|"
+    r"moet|moeten|is het|is er|zijn er|kan men|mag men|must|is it|are there|do (?:i|we) need|faut-il|est-ce)\b",
+    re.IGNORECASE)
 _ASKER = re.compile(r"\b(?:mij|me|mezelf|ons|onze|mijn|m'|my|me|myself|us|our|nous|mes|mon|ma)\b|@", re.IGNORECASE)
 
 
@@ -327,26 +389,47 @@ def _without_questions(text: str) -> str:
         if not _INFO_QUESTION.match(sentence) and _ASKER.search(sentence):
             return sentence
         return " "
-    return re.sub(r"[^.!?\n]{0,300}\?", drop, text)
+    # A dot inside a word ("lier.be", "o.a.") does not end the question's sentence.
+    return re.sub(r"(?:[^.!?\n]|\.(?=\w)){0,300}\?", drop, text)
+
+
+# A clause that declines or postpones a signup: a negation, doubt or waiting in the same clause.
+_DECLINE = re.compile(
+    r"\b(?:niet|geen|nog niet|not|pas|nicht|kein\w*|twijfel\w*|wacht\w*|overweeg\w*|doubt\w*|hesit\w*|h[ée]sit\w*|"
+    r"wait\w*|attend[sz]? encore|later)\b", re.IGNORECASE)
+
+
+def _without_declines(text: str) -> str:
+    """The text without the clauses that decline or postpone a signup; "ik kan niet op 26/6, maar schrijf
+    me in" keeps its second clause, because clauses end at punctuation."""
+    # ("maar" alone is no boundary: in Dutch it is also a softening particle; ", maar" is.)
+    clauses = re.split(r"[.!?;,:](?!\w)|\n", text[:20000])
+    return "\n".join(c for c in clauses if not (_DECLINE.search(c) and _REG_STRONG.search(c)))
 
 
 def registration(ctx: Context) -> Decision | None:
     text = ctx.intent_text
-    m = _REG_STRONG.search(_without_questions(text))
+    m = _REG_STRONG.search(_without_declines(_without_questions(text)))
     form = _has_form(ctx)
     if not m and not form:
         return None
     own = ctx.body.own.text
     for seg in ctx.body.forwarded:
         own += "\n" + seg.text
-    if m and not form and _THANKS.match(own.strip()) and len(own) < 400 and not re.search(
+    # A thank-you for the confirmation signs nobody up, unless a later sentence does.
+    after_thanks = re.split(r"[.!?\n](?!\w)", own.strip(), maxsplit=1)[1:] or [""]
+    if m and not form and _THANKS.match(own.strip()) and len(own) < 400 and not _REG_STRONG.search(
+            _without_declines(_without_questions(after_thanks[0]))) and not re.search(
             r"(?i)\b(?:schrijf|wil|zou|graag|ook|inscrire|register|sign)\b[^.\n]{0,40}\b(?:in|deelnemen|aan|inscrire|up|register)\b",
             own):
         return None
     review: list[str] = []
     if _PARTIAL.search(text):
         review.append("Inschrijving voor slechts een deel van de sessies")
-    own_q = re.sub(r"(?m)^.*\b(?:https?://|www\.)\S*.*$", "", own)
+    # The questions that count are the writer's: a forwarded announcement's "Hoe vertaal je ...?" is not
+    # (only when the writer adds nothing is the forwarded mail the one asking).
+    asking = ctx.body.own.text if re.search(r"\w", ctx.body.own.text) else own
+    own_q = re.sub(r"(?m)^.*\b(?:https?://|www\.)\S*.*$", "", asking)
     for question in _questions(own_q):
         # A request the confirmation answers anyway ("kunnen jullie dit bevestigen?") needs no organiser.
         if _REQUEST.match(question) or _HANDLED.search(question) or (
@@ -360,23 +443,29 @@ def registration(ctx: Context) -> Decision | None:
 
 _REQUEST = re.compile(
     r"^(?:(?:en|maar|dus|ook)\s+)?(?:kunnen|kan|kunt|mogen|mag|wil|wilt|willen|zou|zouden)\s+(?:jullie|je|jij|u|de organisatoren)\b|"
-    r"^(?:could|can|would|will)\s+you\b|^(?:pourriez|pouvez|voudriez)[- ]vous\b|^(?:graag|gelieve)\b",
+    r"^(?:could|can|would|will)\s+(?:you|someone|somebody)\b|^(?:pourriez|pouvez|voudriez)[- ]vous\b|^(?:graag|gelieve)\b|"
+    r"^(?:kan|kunnen|wil|zou)\s+(?:iemand|er iemand)\b",
     re.IGNORECASE)
 _HANDLED = re.compile(
     r"\b(?:bevestig\w*|confirm\w*|ingeschreven|inscrit\w*|registered|eerste (?:twintig|20)|wachtlijst|waiting list|"
     r"plaats(?:je)? (?:vrij|over)|nog plaats|ontvangen|reçu|received)\b", re.IGNORECASE)
 
 
-def _questions(text: str) -> list[str]:
-    out = []
-    for m in re.finditer(r"\?", text):
-        out.append(_question_sentence(text[:m.end()]))
-    return out
+def _questions(text: str, limit: int = 50):
+    """Each question sentence, in order (at most `limit`): each one is looked for in the 300 characters
+    before its "?" only, so a mail of thousands of question marks stays linear."""
+    for count, m in enumerate(re.finditer(r"\?", text)):
+        if count >= limit:
+            return
+        yield _question_sentence(text, m.start())
 
 
-def _question_sentence(text: str) -> str:
-    idx = text.find("?")
-    start = max(text.rfind(".", 0, idx), text.rfind("\n", 0, idx), text.rfind("!", 0, idx)) + 1
+def _question_sentence(text: str, idx: int) -> str:
+    lo = max(0, idx - 300)
+    # ";" ends a clause too: "...@stad.be>; wilt u ...?" must not start the question inside an address.
+    start = max(text.rfind(". ", lo, idx), text.rfind("\n", lo, idx), text.rfind("!", lo, idx),
+                text.rfind(";", lo, idx), text.rfind("?", lo, idx))
+    start = start + 1 if start >= 0 else lo
     return re.sub(r"\s+", " ", text[start:idx + 1]).strip()[:160]
 
 
@@ -387,6 +476,21 @@ _FORM_LABEL = re.compile(
 
 def _has_form(ctx: Context) -> bool:
     return len(_FORM_LABEL.findall(ctx.intent_text)) >= 2 or len(_FORM_LABEL.findall(ctx.attachment_text)) >= 2
+
+
+def passed_on_to_someone_else(ctx: Context) -> Decision | None:
+    """A mail to someone else with the desk only in Cc (a tip to a colleague, internal team mail):
+    a signup only if the writer's own words sign someone up."""
+    rec = ctx.record
+    own = ctx.options.own_addresses
+    if not own or any(a in own for _, a in rec.to) or not rec.to:
+        return None
+    words = _without_declines(_without_questions(ctx.body.own.text))
+    if _REG_STRONG.search(re.sub(r"(?i)\b\d+\s+(?:inschrijvingen|registrations|inscriptions)\b", " ", words)) \
+            or _CANCEL.search(ctx.body.own.text):
+        return None
+    return Decision("other", "Gericht aan iemand anders, de desk staat enkel in kopie; de schrijver schrijft "
+                             "zelf niemand in of uit")
 
 
 def reply_to_our_mail(ctx: Context) -> Decision | None:
@@ -411,7 +515,9 @@ def anything_else(ctx: Context) -> Decision | None:
 CLASSIFIERS: list[Classifier] = [
     delivery_failure,
     delivery_delay,
+    feedback_report,
     from_ourselves,
+    calendar_invitation,
     auto_submitted,
     read_receipt,
     mailing_list,
@@ -421,6 +527,8 @@ CLASSIFIERS: list[Classifier] = [
     x_auto_response_suppress,
     out_of_office_body,
     newsletter_body,
+    passed_on_to_someone_else,
+    absence_for_one_session,
     cancellation,
     registration,
     reply_to_our_mail,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .classify import Context
 from .model import Participant
-from .text import Segment
+from .text import _MOBILE_FOOTER, Segment
 
 ADDRESS = re.compile(r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 
@@ -301,7 +301,8 @@ def normalise_organisation(raw: str | None) -> str | None:
             text = (specific or orgish)[0]
         else:
             text = pieces[0]
-    text = re.sub(r"^(?:de|het|la|le|l')\s+", "", text, flags=re.IGNORECASE)
+    # "bij de Vlaamse Waterweg" in a sentence loses its article; a capital "De Lijn" is the name itself.
+    text = re.sub(r"^(?:de|het|la|le|l')\s+", "", text)
     if _DEPARTMENT.match(text) and not _ORG_HEAD.match(text):
         return None
     if len(text) > 80 or "@" in text or re.search(r"https?://|www\.", text):
@@ -318,8 +319,14 @@ def _generic_government(text: str) -> bool:
                              text.strip(" .,")))
 
 
+def _without_mobile_footer(signature: str) -> str:
+    """"Sent from my phone" lines name the device, never the organisation."""
+    return _MOBILE_FOOTER.sub("", signature)
+
+
 def organisation_from_signature(signature: str, loose: bool = True) -> str | None:
     best = None
+    signature = _without_mobile_footer(signature)
     for line in signature.split("\n")[:15]:
         line = line.strip(" \t*•>|_-")
         if not line or "@" in line or len(line) > 100:
@@ -376,9 +383,20 @@ _ORG_IN_TEXT = re.compile(
     re.IGNORECASE)
 
 
+# "Ik werk sinds maart als jurist bij De Watergroep", "ik ben tewerkgesteld bij het Agentschap X":
+# the capitalised run after "bij/at/chez" in a sentence about where the writer works.
+_WORKS_AT = re.compile(
+    r"\b(?:werk|werken|werkt|werkzaam|tewerkgesteld|actief|in dienst|employed|work|works|working|travaille|arbeite)\b"
+    r"[^.\n]{0,40}?\b(?:bij|at|for|voor|pour|chez|bei)\s+"
+    r"((?:De |Het |de |het |the |la |le |l')?[A-ZÀ-Þ][\w'’&-]+(?:\s+(?:en |van |voor |de |der |het |et |für )?[A-ZÀ-Þ][\w'’&-]+){0,4})")
+
+
 def organisation_from_text(text: str) -> str | None:
     m = _ORG_IN_TEXT.search(text)
     if m:
+        return normalise_organisation(m.group(1))
+    m = _WORKS_AT.search(text)
+    if m and not _DEPARTMENT.match(m.group(1)) and not _FUNCTION.search(m.group(1)):
         return normalise_organisation(m.group(1))
     return None
 
@@ -584,7 +602,10 @@ def people_from_addresses(text: str, exclude: set[str]) -> list[Person]:
         # 'mailto:' duplicates and the address inside '[mailto:...]' of Outlook quotes.
         before = text[max(0, m.start() - 120):m.start()]
         if before.endswith(("mailto:", "[mailto:")):
-            continue
+            if addr in text[:m.start()].lower():
+                continue
+            # Outlook's 'Name<mailto:a@b>' with only the name shown: the address is the link's.
+            before = re.sub(r"\s*[<\[]?mailto:$", "", before)
         after = text[m.end():m.end() + 80]
         name = _name_near(before, after)
         line_start = max(text.rfind("\n", 0, m.start()) + 1, m.start() - 200)
@@ -830,6 +851,16 @@ def extract(ctx: Context, kind: str) -> Extraction:
                                    domain_of(p.email) in (domain_of(author.email), domain_of(rec.sender))):
             p.organisation = author.organisation or sender_person.organisation
 
+    # A colleague named without an address in a reply: the history quoted below often holds it
+    # (our confirmation lists everyone registered). Only an address made of the name's own words.
+    if ctx.body.quoted:
+        quoted_addresses = {a.lower() for a in ADDRESS.findall(ctx.body.quoted[:30000])}
+        for p in people:
+            if not p.email and p.full_name():
+                matches = [a for a in quoted_addresses - own_addresses if _all_name_tokens_in(p.full_name(), a)]
+                if len(matches) == 1:
+                    p.email = matches[0]
+                    p.organisation = p.organisation or organisation_for_domain(domain_of(p.email), table)
     participants: list[Participant] = []
     for p in people:
         participants.append(Participant(name=p.full_name(), email=(p.email or None), organisation=p.organisation))

@@ -30,6 +30,11 @@ class Options:
     # sender (a pass, for the From's own domain); empty: nothing vouches, and the topmost header
     # is read for a fail only (which sends the mail to an organiser).
     trusted_authserv_ids: frozenset[str] = frozenset()
+    # What names this event in a mail (lowercased phrases: its name, acronym, session themes) and its
+    # session dates (ISO yyyy-mm-dd); from config, see evidence.event_terms. Empty: the event is not
+    # known, and a reading does not need the event to be named to act.
+    event_terms: tuple[str, ...] = ()
+    session_dates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,21 @@ class Reading:
     substitutes: tuple[Participant, ...] = ()
     # What the receiving server said of the sender (Authentication-Results): pass, fail or none.
     authentication: str = "none"
+    # The evidence behind the reading and the bar it had to clear to be acted on without a person.
+    evidence: tuple = ()
+    confidence: int = 0
+    bar: int = 0
+
+    @property
+    def names_the_event(self) -> bool:
+        """The writer named the event, answers in its thread, or answers one of the desk's mails."""
+        return any(_signal(s)["signal"] in ("event_named", "event_in_thread", "reply_to_desk", "event_not_configured")
+                   for s in self.evidence)
+
+    def evidence_json(self) -> dict:
+        acts = self.kind in ("registration", "cancellation") and self.replies_allowed
+        return {"evidence": [_signal(s) for s in self.evidence], "confidence": self.confidence,
+                "bar": self.bar, "acts_automatically": acts}
 
     def contract(self) -> dict:
         return {
@@ -63,4 +83,13 @@ class Reading:
             "bounced_recipients": list(self.bounced_recipients),
             "needs_review": self.needs_review,
             "reasons": list(self.reasons),
+            # Added keys: what the reading rests on and whether the desk acts on it without a person.
+            **self.evidence_json(),
         }
+
+
+def _signal(s) -> dict:
+    """A Signal, or the dict a stored reading (dataclasses.asdict, then JSON) brings back."""
+    if isinstance(s, dict):
+        return {"signal": s.get("signal", s.get("name")), "weight": s.get("weight"), "reason": s.get("reason")}
+    return s.as_dict()

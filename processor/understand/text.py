@@ -21,10 +21,13 @@ _ORIGINAL = re.compile(
     r"Ursprüngliche Nachricht|Message original|Reply message|Antwoord bericht)[ \t]*-{2,}[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
+# Outlook desktop puts "-----Original Message-----" (nl: Oorspronkelijk bericht, fr: Message d'origine)
+# above the history of a *reply* as well as of a forward: it is a reply marker (_ORIGINAL), and only a
+# forward subject ("FW:", "Doorst:") makes it a forward. Reading it as a forward made the quoted
+# desk mail the author of "afmelden".
 _FORWARD = re.compile(
     r"^[ \t>]*+(?:-{2,}[ \t]*(?:Forwarded message|Doorgestuurd bericht|Doorgezonden bericht|"
-    r"Message transféré|Message transfere|Forwarded Message|Weitergeleitete Nachricht|Original Message|"
-    r"Oorspronkelijk bericht|Message d'origine)[ \t]*-{2,}|"
+    r"Message transféré|Message transfere|Forwarded Message|Weitergeleitete Nachricht)[ \t]*-{2,}|"
     r"Begin (?:forwarded message|doorgestuurd bericht|doorgestuurd bericht)[ \t]*:|"
     r"Début du message (?:réexpédié|transféré)[ \t]*:|Anfang der weitergeleiteten Nachricht[ \t]*:)[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
@@ -167,7 +170,9 @@ def split_signature(text: str) -> tuple[str, str]:
     cut = len(text)
     sign_off = None
     for m in _SIGN_OFF.finditer(text):
-        # A sign-off in the first line is a greeting-only mail ("Bedankt!"): keep the text before it.
+        # "Bedankt!" as the opening line, with the message below it, thanks; it does not sign off.
+        if not text[:m.start()].strip() and re.search(r"\w", text[m.end():m.end() + 400]):
+            continue
         sign_off = m
         break
     candidates = []
