@@ -17,9 +17,9 @@ ACCEPTED = dt.datetime(2018, 5, 14, 10, 0, 1, tzinfo=BRUSSELS)
 # Dovecot was down for a minute; the queue was delivered all at once.
 DELIVERED = dt.datetime(2018, 5, 14, 10, 1, 30, tzinfo=BRUSSELS)
 MX = "mx.leernetwerk.test"
-PERSONS = [("Anna Claes", "anna@gemeente-a.example", "Gemeente A"),
-           ("Bram Wouters", "bram@gemeente-b.example", "Gemeente B"),
-           ("Chris Jacobs", "chris@gemeente-c.example", "Gemeente C")]
+PERSONS = [("Anna Claes", "anna@gemeente-a.be", "Gemeente A"),
+           ("Bram Wouters", "bram@gemeente-b.be", "Gemeente B"),
+           ("Chris Jacobs", "chris@gemeente-c.be", "Gemeente C")]
 
 
 def stamp(when: dt.datetime) -> str:
@@ -62,18 +62,18 @@ def test_after_an_outage_the_trusted_received_time_orders_the_waiting_list(
                 mailbox={"trusted_received_hosts": [MX]})
     outage(desk)
 
-    assert order(desk) == [("anna@gemeente-a.example", "confirmed", None),
-                           ("bram@gemeente-b.example", "waitlisted", 1),
-                           ("chris@gemeente-c.example", "waitlisted", 2)]
+    assert order(desk) == [("anna@gemeente-a.be", "confirmed", None),
+                           ("bram@gemeente-b.be", "waitlisted", 1),
+                           ("chris@gemeente-c.be", "waitlisted", 2)]
     # The registry shows when our server accepted it; INTERNALDATE is kept beside it.
-    assert dt.datetime.fromisoformat(desk.status()["anna@gemeente-a.example"]["arrived_at"]) \
+    assert dt.datetime.fromisoformat(desk.status()["anna@gemeente-a.be"]["arrived_at"]) \
         == ACCEPTED
     rows = desk.store.conn.execute("SELECT arrived_at, internal_date FROM messages").fetchall()
     assert {dt.datetime.fromisoformat(r["internal_date"]) for r in rows} == {DELIVERED}
     assert sorted(dt.datetime.fromisoformat(r["arrived_at"]) for r in rows) == [
         ACCEPTED + dt.timedelta(seconds=i) for i in range(3)]
     # Each answer says what the person's place is.
-    assert desk.subjects_to("anna@gemeente-a.example") == ["Inschrijving bevestigd"]
+    assert desk.subjects_to("anna@gemeente-a.be") == ["Inschrijving bevestigd"]
 
 
 def test_without_a_trusted_host_the_mailbox_order_stands(dovecot, smtp_server, tmp_path,
@@ -82,9 +82,9 @@ def test_without_a_trusted_host_the_mailbox_order_stands(dovecot, smtp_server, t
     outage(desk)
 
     # The documented rule without the setting: INTERNALDATE, then UID (the order of delivery).
-    assert order(desk) == [("anna@gemeente-a.example", "waitlisted", 2),
-                           ("bram@gemeente-b.example", "waitlisted", 1),
-                           ("chris@gemeente-c.example", "confirmed", None)]
+    assert order(desk) == [("anna@gemeente-a.be", "waitlisted", 2),
+                           ("bram@gemeente-b.be", "waitlisted", 1),
+                           ("chris@gemeente-c.be", "confirmed", None)]
 
 
 TRUSTED = frozenset({MX})

@@ -59,10 +59,10 @@ def test_sigterm_during_a_paced_burst_stops_within_seconds_and_the_restart_keeps
     cfg = configure(
         tmp_path, dovecot, smtp_server,
         **{"max_per_minute = 30": f"max_per_minute = {PER_WINDOW}\nrate_window_seconds = {WINDOW}",
-           # IMAP IDLE wakes the poll while it is still applying and sending: a skip the
-           # scheduler must not call a warning. The poll interval stays at 60 s, so the flush
-           # would wait for the next window within its budget, as in the issue.
-           "idle = false": "idle = true"})
+           # IMAP IDLE (on in the shipped config) wakes the poll while it is still applying and
+           # sending: a skip the scheduler must not call a warning. The poll interval stays at
+           # 60 s, so the flush would wait for the next window within its budget, as in the issue.
+           "idle = true": "idle = true"})
     arrive(dovecot, 80)
 
     first = start(cfg, tmp_path, dovecot, "first")
@@ -102,7 +102,7 @@ def test_sigterm_during_a_paced_burst_stops_within_seconds_and_the_restart_keeps
 
 
 def test_a_clean_start_logs_no_warning(dovecot, smtp_server, tmp_path):
-    cfg = configure(tmp_path, dovecot, smtp_server, **{"idle = false": "idle = true"})
+    cfg = configure(tmp_path, dovecot, smtp_server, **{"idle = true": "idle = true"})
     arrive(dovecot, 3)
     worker = start(cfg, tmp_path, dovecot, "worker")
     try:
