@@ -311,6 +311,9 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
     into an address of its own (RFC 2047 forbids encoded words in the address itself)."""
     pairs = []
     for value in _raw_values(msg, name):
+        # Raw 8-bit bytes (an SMTPUTF8 mailer's "jösé@…") arrive as surrogate escapes: as text
+        # first, or the address is lowercased wrongly and cannot be stored (the mail was set aside).
+        value = _surrogates_to_text(value)
         for display, addr in parse_addresses(clean(value.replace("\r", " ").replace("\n", " "))):
             pairs.append((clean(decode_header_value(display)).strip() if display else "", addr))
     return pairs

@@ -1,0 +1,53 @@
+"""Issue 16, the understanding's low findings: a raw UTF-8 From address is read (not set aside),
+a plus-alias of the desk is the desk itself, and a mail naming more people than are read says
+so; through understand() and, where the finding came from a poll, a real poll (Dovecot + SMTP)."""
+from __future__ import annotations
+
+import pytest
+
+from processor.understand import Options, understand
+from processor.understand import extract
+from processor.clock import Clock
+from processor.desk import pipeline
+from processor.mail.imap import Mailbox
+from tests.test_waitlist import NOW, START, Desk
+
+DESK = "inschrijvingen@desk.example"
+OPTIONS = Options(own_addresses=frozenset({DESK}), domain_organisations={"stad.example": "Stad Voorbeeld"})
+SIGNUP = ("Beste,\r\n\r\nGraag schrijf ik mij in voor het Leernetwerk Sustainable Development Goals."
+          "\r\n\r\nMet vriendelijke groeten,\r\nJoëlle Dubbel\r\nStad Voorbeeld\r\n")
+
+
+def raw_utf8_signup(from_address: str, to: str = DESK, message_id: str = "<utf8@stad.example>") -> bytes:
+    # Written as an SMTPUTF8 mailer sends it: the address itself as UTF-8 bytes, no encoding.
+    return (f"From: Joëlle Dubbel <{from_address}>\r\nTo: {to}\r\nSubject: Inschrijving Leernetwerk\r\n"
+            f"Message-ID: {message_id}\r\nDate: Tue, 01 Oct 2024 10:00:00 +0200\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            + SIGNUP).encode("utf-8")
+
+
+def test_a_raw_utf8_from_address_is_read_and_lowercased():
+    reading = understand(raw_utf8_signup("JOËLLE.Dubbel@stad.example"), OPTIONS)
+    assert reading.kind == "registration"
+    assert reading.sender == "joëlle.dubbel@stad.example"
+    assert [p.email for p in reading.participants] == ["joëlle.dubbel@stad.example"]
+
+
+@pytest.fixture
+def desk(dovecot, smtp_server, tmp_path, monkeypatch):
+    return Desk(dovecot, smtp_server, tmp_path, monkeypatch)
+
+
+def test_a_raw_utf8_from_address_signs_up_through_a_poll(desk):
+    desk.arrive(raw_utf8_signup("Joëlle.Dubbel@stad.example", to="duurzameontwikkeling@vlaanderen.be"))
+    # The fetch and apply steps of a poll (Dovecot, SQLite); sending the reply to a non-ASCII
+    # address (SMTPUTF8) is finding 1's, tested with the sender.
+    report = pipeline.PollReport()
+    clock = Clock(NOW)
+    with Mailbox(desk.settings.mailbox) as mailbox:
+        pipeline.fetch(mailbox, desk.store, desk.settings, clock, report)
+        pipeline.apply_pending(desk.store, desk.settings, clock, report)
+    assert report.fetched == 1 and report.quarantined == 0 and report.applied == 1
+    assert desk.status()["joëlle.dubbel@stad.example"]["status"] == "confirmed"
+    queued = desk.store.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert queued == 1
