@@ -3,6 +3,8 @@ a plus-alias of the desk is the desk itself, and a mail naming more people than 
 so; through understand() and, where the finding came from a poll, a real poll (Dovecot + SMTP)."""
 from __future__ import annotations
 
+from email.utils import make_msgid
+
 import pytest
 
 from processor.understand import Options, understand
@@ -51,3 +53,43 @@ def test_a_raw_utf8_from_address_signs_up_through_a_poll(desk):
     assert desk.status()["joëlle.dubbel@stad.example"]["status"] == "confirmed"
     queued = desk.store.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     assert queued == 1
+
+
+def signup_from(sender: str, body: str = SIGNUP, to: str = DESK) -> bytes:
+    return (f"From: Iemand <{sender}>\r\nTo: {to}\r\nSubject: Inschrijving Leernetwerk\r\n"
+            f"Message-ID: {make_msgid(domain='stad.example')}\r\nDate: Tue, 01 Oct 2024 10:00:00 +0200\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode("utf-8")
+
+
+@pytest.mark.parametrize("alias", ["inschrijvingen+x@desk.example", "Inschrijvingen+Leernetwerk.2024@DESK.example"])
+def test_a_plus_alias_of_the_desk_is_the_desk_itself(alias):
+    reading = understand(signup_from(alias), OPTIONS)
+    assert reading.kind not in ("registration", "cancellation")
+    assert not reading.replies_allowed and reading.participants == ()
+
+
+def test_a_plus_alias_of_the_desk_named_in_a_signup_is_no_participant():
+    body = ("Beste,\r\n\r\nGraag schrijf ik mij in voor het Leernetwerk, samen met mijn collega\r\n"
+            "Bart Voorbeeld (bart.voorbeeld@stad.example) en inschrijvingen+extra@desk.example.\r\n\r\n"
+            "Groeten,\r\nJoëlle Dubbel\r\nStad Voorbeeld\r\n")
+    reading = understand(signup_from("joelle.dubbel@stad.example", body), OPTIONS)
+    assert reading.kind == "registration"
+    emails = {p.email for p in reading.participants}
+    assert emails == {"joelle.dubbel@stad.example", "bart.voorbeeld@stad.example"}
+
+
+def test_a_form_giving_a_plus_alias_of_the_desk_signs_nobody_up():
+    body = ("Beste,\r\n\r\nGraag schrijf ik mij in voor het Leernetwerk.\r\n\r\n"
+            "Naam: Bart Voorbeeld\r\nOrganisatie: Stad Voorbeeld\r\nE-mail: inschrijvingen+bart@desk.example\r\n")
+    reading = understand(signup_from("bart.voorbeeld@stad.example", body), OPTIONS)
+    assert all(p.email is None or "desk.example" not in p.email for p in reading.participants)
+
+
+def test_a_plus_alias_of_the_desk_gets_no_seat_and_no_mail_through_a_poll(desk, smtp_server):
+    own = "duurzameontwikkeling@vlaanderen.be"
+    desk.arrive(signup_from("duurzameontwikkeling+x@vlaanderen.be", to=own))
+    desk.arrive(signup_from("Duurzameontwikkeling+Test@Vlaanderen.be", to=own))
+    report = desk.poll()
+    assert report.fetched == 2 and report.quarantined == 0
+    assert desk.status() == {}
+    assert smtp_server.messages == []
