@@ -8,7 +8,7 @@ from email.utils import make_msgid
 import pytest
 
 from processor.understand import Options, understand
-from processor.understand import extract
+from processor.understand.extract import MAX_CANDIDATES
 from processor.clock import Clock
 from processor.desk import pipeline
 from processor.mail.imap import Mailbox
@@ -93,3 +93,27 @@ def test_a_plus_alias_of_the_desk_gets_no_seat_and_no_mail_through_a_poll(desk, 
     assert report.fetched == 2 and report.quarantined == 0
     assert desk.status() == {}
     assert smtp_server.messages == []
+
+
+def made_up_name(i: int) -> str:
+    return "".join(chr(97 + (i // 26 ** k) % 26) for k in range(3)).capitalize()
+
+
+def form_signup(count: int) -> bytes:
+    form = "\r\n".join(f"Naam: Jo{made_up_name(i)} Vo{made_up_name(i * 7 + 3)}\r\n"
+                       f"E-mail: p{i}@stad.example" for i in range(count))
+    return signup_from("joelle.dubbel@stad.example",
+                       "Beste,\r\n\r\nGraag schrijf ik deze mensen in voor het Leernetwerk.\r\n\r\n" + form)
+
+
+def test_a_mail_naming_more_people_than_are_read_says_so_and_waits_for_a_person():
+    over = MAX_CANDIDATES + 50
+    reading = understand(form_signup(over), OPTIONS)
+    assert reading.needs_review
+    assert any(f"meer dan {MAX_CANDIDATES} mensen" in r and "niet iedereen gelezen" in r
+               for r in reading.reasons), reading.reasons
+
+
+def test_a_mail_naming_fewer_people_than_the_cap_does_not_say_so():
+    reading = understand(form_signup(12), OPTIONS)
+    assert not any("niet iedereen gelezen" in r for r in reading.reasons)
