@@ -40,6 +40,8 @@ HELPER_MEMORY_BYTES = 2 << 30
 # helper is killed and started again, and the mail is set aside like one over its CPU budget.
 # Twice the CPU budget: a mail within its CPU budget on a busy machine is not cut short.
 MAIL_WALL_SECONDS = 60
+# A helper that has not answered its first call by then is taken as unable to start.
+HELPER_START_SECONDS = 60
 # Every mail is read in the helper, however few: in this process a hostile mail would stall the
 # poll (no time limit can stop a regular expression in the same process).
 GUARDED = True
@@ -151,7 +153,7 @@ class Reader:
             # process is started here, so this is where it fails (no memory, no pipes…).
             self.warm = self.pool.submit(_ready)
             if self.guarded:
-                self.warm.result(timeout=MAIL_WALL_SECONDS)
+                self.warm.result(timeout=HELPER_START_SECONDS)
         except Exception as exc:
             self._lost(exc, starting=starting)
 
