@@ -3,7 +3,9 @@ on: the mail before it is answered and the mail after it applied (a real poll, D
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+
 import pytest
 
 from processor.desk import pipeline, readahead
@@ -28,15 +30,33 @@ class SpinningTable(dict):
         return (SpinningTable, (dict(self),))
 
 
+SLEEP_DOMAIN = "slaap.example"
+
+
+class SleepingTable(dict):
+    """An organisations table whose look-up of one domain blocks without using CPU (a stalled
+    read, a lock): the CPU limit never fires, only the wall-clock limit can end it."""
+
+    def __contains__(self, key):
+        if key == SLEEP_DOMAIN:
+            # Long enough to fail the test's 60 s bound without the limit, short enough that a
+            # desk without it fails rather than hangs.
+            time.sleep(90)
+        return super().__contains__(key)
+
+    def __reduce__(self):
+        return (SleepingTable, (dict(self),))
+
+
 @pytest.fixture
 def desk(dovecot, smtp_server, tmp_path, monkeypatch):
     return Desk(dovecot, smtp_server, tmp_path, monkeypatch)
 
 
-def spinning_options(settings) -> Options:
+def spinning_options(settings, table=SpinningTable) -> Options:
     options = pipeline_understanding_options(settings)
     return Options(own_addresses=options.own_addresses, own_message_id_domain=options.own_message_id_domain,
-                   domain_organisations=SpinningTable(dict(options.domain_organisations)),
+                   domain_organisations=table(dict(options.domain_organisations)),
                    max_participants=options.max_participants,
                    trusted_authserv_ids=options.trusted_authserv_ids)
 
@@ -64,6 +84,32 @@ def test_a_mail_over_its_cpu_budget_is_set_aside_and_the_poll_goes_on(desk, smtp
     row = desk.store.conn.execute(
         "SELECT state, error FROM messages WHERE state = 'quarantined'").fetchone()
     assert row is not None and "budget" in row["error"] and "rekentijd" in row["error"]
+
+
+def test_a_mail_whose_reading_blocks_is_set_aside_after_the_wall_clock_limit(desk, smtp_server,
+                                                                              monkeypatch):
+    monkeypatch.setattr(readahead, "MAIL_WALL_SECONDS", 3, raising=False)
+    monkeypatch.setattr(pipeline, "understanding_options",
+                        lambda settings: spinning_options(settings, SleepingTable))
+    desk.arrive(signup("Eerste Persoon", "eerste@stad.be", "Stad Gent", date=START))
+    desk.arrive(signup("Slapend Bericht", f"slaap@{SLEEP_DOMAIN}", "Stad Slaap", date=START))
+    desk.arrive(signup("Derde Persoon", "derde@stad.be", "Stad Gent", date=START))
+
+    started = time.monotonic()
+    report = desk.poll()
+    assert time.monotonic() - started < 60
+
+    assert report.quarantined == 1 and report.applied == 2
+    status = desk.status()
+    assert status["eerste@stad.be"]["status"] == "confirmed"
+    assert status["derde@stad.be"]["status"] == "confirmed"
+    assert f"slaap@{SLEEP_DOMAIN}" not in status
+    assert {r for m in smtp_server.messages for r in m.rcpt_tos} >= {"eerste@stad.be", "derde@stad.be"}
+    row = desk.store.conn.execute(
+        "SELECT state, error FROM messages WHERE state = 'quarantined'").fetchone()
+    assert row is not None and "budget" in row["error"] and "3 s" in row["error"]
+    # The blocked helper was killed, not left asleep beside the worker.
+    assert multiprocessing.active_children() == []
 
 
 def test_a_mail_over_the_memory_budget_is_set_aside_by_reason(monkeypatch):

@@ -35,6 +35,13 @@ AHEAD_CHUNKS = 4
 # either is set aside with the reason, the helper is started again and the poll goes on.
 MAIL_CPU_SECONDS = 30
 HELPER_MEMORY_BYTES = 2 << 30
+# How long this process waits for the helper's answer, for one chunk or one mail: a reading that
+# blocks without using CPU (a stalled read, a lock) never reaches the CPU limit. Past it the
+# helper is killed and started again, and the mail is set aside like one over its CPU budget.
+# Twice the CPU budget: a mail within its CPU budget on a busy machine is not cut short.
+MAIL_WALL_SECONDS = 60
+# A helper that has not answered its first call by then is taken as unable to start.
+HELPER_START_SECONDS = 60
 # Every mail is read in the helper, however few: in this process a hostile mail would stall the
 # poll (no time limit can stop a regular expression in the same process).
 GUARDED = True
@@ -43,6 +50,11 @@ GUARDED = True
 def over_budget_reason(cpu_seconds: int, memory_bytes: int) -> str:
     return (f"Bericht overschrijdt het budget voor één mail (meer dan {cpu_seconds} s rekentijd of "
             f"{memory_bytes / (1 << 30):.1f} GB geheugen): niet gelezen, de ruwe mail is bewaard")
+
+
+def over_time_reason(wall_seconds: float) -> str:
+    return (f"Bericht overschrijdt het budget voor één mail (na {wall_seconds:g} s nog niet gelezen): "
+            "niet gelezen, de ruwe mail is bewaard")
 
 
 @dataclass(frozen=True)
@@ -141,7 +153,7 @@ class Reader:
             # process is started here, so this is where it fails (no memory, no pipes…).
             self.warm = self.pool.submit(_ready)
             if self.guarded:
-                self.warm.result()
+                self.warm.result(timeout=HELPER_START_SECONDS)
         except Exception as exc:
             self._lost(exc, starting=starting)
 
@@ -213,10 +225,18 @@ class Reader:
         if future is not None and not future.cancel():
             # Running (or done) in the helper: waiting for it beats reading it a second time.
             try:
-                readings = future.result()
+                readings = future.result(timeout=MAIL_WALL_SECONDS)
                 self.by_helper += len(readings)
                 return readings
             except cf.BrokenExecutor as exc:
+                if self.guarded:
+                    return self._one_by_one(raws)
+                self._lost(exc)
+            except cf.TimeoutError as exc:
+                # One of these mails blocks the helper: it is killed (nothing else stops it), and
+                # the chunk is read again mail by mail to find the one.
+                log.error("the helper process gave no answer for %s s; killed", MAIL_WALL_SECONDS)
+                self._kill()
                 if self.guarded:
                     return self._one_by_one(raws)
                 self._lost(exc)
@@ -239,19 +259,40 @@ class Reader:
                     readings.append(read_one(raw, self.options))
                     continue
             try:
-                readings.append(self.pool.submit(_read_chunk, [raw]).result()[0])
+                readings.append(self.pool.submit(_read_chunk, [raw]).result(
+                    timeout=MAIL_WALL_SECONDS)[0])
                 self.by_helper += 1
             except cf.BrokenExecutor:
                 log.error("a mail went over its budget in the helper process; set aside, "
                           "helper restarted")
                 readings.append(Unreadable(over_budget_reason(*self.budget)))
+            except cf.TimeoutError:
+                log.error("a mail gave no answer in %s s in the helper process; set aside, "
+                          "helper restarted", MAIL_WALL_SECONDS)
+                readings.append(Unreadable(over_time_reason(MAIL_WALL_SECONDS)))
+                # Started again at once, so that the chunks after this one are read guarded too.
+                self._kill()
+                self._start()
         return readings
+
+    def _kill(self) -> None:
+        """End the helper now, whatever it is doing (shutdown alone would wait for the mail it
+        is stuck on). The executor offers no kill before Python 3.14: its processes are ended
+        one by one."""
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(5)
 
     def _lost(self, exc: Exception, starting: bool = False) -> None:
         if self.pool is None and not starting:
             return  # already noticed
         log.warning("the helper process for reading mail %s (%s: %s): reading the rest here",
                     "could not start" if starting else "stopped", type(exc).__name__, exc)
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+        # Killed, not just shut down: a helper that did not answer in time may still be stuck.
+        self._kill()

@@ -12,7 +12,7 @@ from .classify import build_context, classify
 from .evidence import BAR, Assessment, assess
 from .extract import extract
 from .model import KINDS, Options, Participant, Reading
-from .parse import MailRecord, parse
+from .parse import MailRecord, is_own_address, parse
 from .text import split_body
 
 __all__ = ["understand", "load_domain_organisations", "Options", "Participant", "Reading", "KINDS"]
@@ -59,12 +59,18 @@ def _read(record: MailRecord, options: Options) -> Reading:
     needs_review = bool(decision.review)
     if decision.kind in ("registration", "cancellation"):
         found = extract(ctx, decision.kind)
+        # The desk's own address (or a plus-alias of it) in a form or the text is never a person.
         participants = tuple(Participant(_shown(p.name), p.email, _shown(p.organisation))
-                             for p in found.participants)
+                             for p in found.participants
+                             if not is_own_address(p.email, options.own_addresses))
         substitutes = tuple(Participant(_shown(p.name), p.email, _shown(p.organisation))
-                            for p in found.substitutes)
+                            for p in found.substitutes
+                            if not is_own_address(p.email, options.own_addresses))
         reasons += found.review
         needs_review = needs_review or bool(found.review)
+        if len(participants) < len(found.participants):
+            reasons.append("Het adres van de desk zelf stond als deelnemer in het bericht: weggelaten")
+            needs_review = needs_review or not participants
         if att_notes:
             reasons += att_notes
             needs_review = True

@@ -7,7 +7,7 @@ from typing import Callable
 
 from .bounce import BounceFinding, find_bounce, is_machine_sender
 from .model import Options
-from .parse import MailRecord
+from .parse import MailRecord, is_own_address
 from .text import Body, is_reply_subject
 
 
@@ -198,7 +198,7 @@ def feedback_report(ctx: Context) -> Decision | None:
 
 def from_ourselves(ctx: Context) -> Decision | None:
     """Mail sent from one of our own addresses (a loop, a copy of our reply)."""
-    if ctx.record.sender and ctx.record.sender in ctx.options.own_addresses:
+    if is_own_address(ctx.record.sender, ctx.options.own_addresses):
         auto = _auto_headers(ctx.record)
         return Decision("auto_reply" if auto else "other", "Afzender is ons eigen adres", False)
     return None

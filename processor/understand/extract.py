@@ -879,6 +879,11 @@ def extract(ctx: Context, kind: str) -> Extraction:
             review.append(f"Afzender lijkt niet van een overheid te komen ({sender_domain})")
     if len(participants) > ctx.options.max_participants:
         review.append(f"Meer dan {ctx.options.max_participants} deelnemers in één bericht ({len(participants)})")
+    if len(found) >= MAX_CANDIDATES:
+        # Reading stopped at the cap (the bound on the work per mail): the rest is unread, and
+        # the count above is then a floor, not the number the mail names.
+        review.append(f"Bericht noemt meer dan {MAX_CANDIDATES} mensen: niet iedereen gelezen, "
+                      "een organisator bekijkt het bericht zelf")
     if not participants:
         review.append("Geen deelnemer gevonden")
     emails = [p.email for p in participants if p.email]

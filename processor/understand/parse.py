@@ -157,6 +157,19 @@ def parse_addresses(value: str) -> list[tuple[str, str]]:
     return out
 
 
+def _without_plus_tag(address: str) -> str:
+    local, _, domain = address.strip().lower().rpartition("@")
+    return local.split("+", 1)[0] + "@" + domain
+
+
+def is_own_address(address: str | None, own_addresses) -> bool:
+    """One of the desk's own addresses, or a plus-alias of one ("desk+x@domain" is delivered to
+    "desk@domain"): mail from it is the desk itself, and it is never a participant."""
+    if not address or "@" not in address:
+        return False
+    return _without_plus_tag(address) in {_without_plus_tag(a) for a in own_addresses if "@" in a}
+
+
 def html_to_text(html: str) -> str:
     """HTML rendered as a person sees it (inscriptis keeps tables and line structure)."""
     if not html or not html.strip():
@@ -311,6 +324,9 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
     into an address of its own (RFC 2047 forbids encoded words in the address itself)."""
     pairs = []
     for value in _raw_values(msg, name):
+        # Raw 8-bit bytes (an SMTPUTF8 mailer's "jösé@…") arrive as surrogate escapes: as text
+        # first, or the address is lowercased wrongly and cannot be stored (the mail was set aside).
+        value = _surrogates_to_text(value)
         for display, addr in parse_addresses(clean(value.replace("\r", " ").replace("\n", " "))):
             pairs.append((clean(decode_header_value(display)).strip() if display else "", addr))
     return pairs
