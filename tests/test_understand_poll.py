@@ -47,7 +47,8 @@ def _history(style: str, confirmation) -> str:
 
 CASES = [(style, "top") for style in ("outlook-nl", "outlook-fr", "outlook-en", "outlook-web", "gmail",
                                        "apple-mail", "thunderbird")]
-CASES += [(style, "below") for style in ("gmail", "apple-mail", "thunderbird")]
+CASES += [(style, "below") for style in ("outlook-nl", "outlook-fr", "outlook-en", "outlook-web", "gmail",
+                                         "apple-mail", "thunderbird")]
 
 
 @pytest.fixture

@@ -160,3 +160,16 @@ def test_a_forward_with_outlook_header_is_still_a_forward():
                          OPTIONS)
     assert reading.kind == "registration", reading.reasons
     assert [p.email for p in reading.participants] == ["wannes.oplinter@lier.be"]
+
+
+def test_an_answer_below_an_outlook_quote_of_the_desks_mail_starts_after_its_last_words():
+    # Outlook marks no quoted line with '>': only the desk's own last words tell where our mail ends.
+    closing = "Wilt u dat we ze eerder wissen? Mail dan naar desk@example.be."
+    body = ("-----Original Message-----\nFrom: Desk <desk@example.be>\nSent: Tuesday 9:30\nTo: An\n"
+            "Subject: Inschrijving bevestigd\n\nBeste An,\n\nU bent ingeschreven.\n\n--\nWilt u dat we ze\n"
+            "eerder wissen? Mail dan naar desk@example.be.\n\nafmelden\n\nAn Peeters\n")
+    from processor.understand.text import split_body
+
+    assert split_body(body, "RE: Inschrijving bevestigd").own.text == ""
+    own = split_body(body, "RE: Inschrijving bevestigd", own_closing=closing).own.text
+    assert own.split() == ["afmelden", "An", "Peeters"] or own.strip().startswith("afmelden")

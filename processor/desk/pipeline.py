@@ -18,6 +18,7 @@ from processor.clock import Clock
 from processor.config import Settings
 from processor.store import values
 from processor.store.db import Store
+from processor.mail import compose
 from processor.mail.imap import Mailbox, MailboxError
 from processor.desk.readahead import Reader, Unreadable
 from processor.understand import load_domain_organisations, understand
@@ -290,6 +291,7 @@ def understanding_options(settings: Settings) -> Options:
         # What names the event in a mail: a signup must be linked to it before the desk acts alone.
         event_terms=event_terms(settings.event.name, [s.theme for s in settings.event.sessions]),
         session_dates=tuple(s.date.isoformat() for s in settings.event.sessions),
+        own_closing=compose.closing_words(settings, dt.datetime.now(dt.timezone.utc)),
     )
 
 

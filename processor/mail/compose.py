@@ -164,6 +164,16 @@ def event_context(settings: Settings, now: dt.datetime) -> dict:
     }
 
 
+def closing_words(settings: Settings, now: dt.datetime) -> str:
+    """The last words of every mail the desk sends (its footer's last sentence), whitespace folded.
+
+    A reply typed *below* an Outlook quote, which marks no quoted line with '>', starts after them."""
+    footer = _environment(settings.templates_dir).get_template("_footer.txt").render(
+        event_context(settings, now))
+    words = " ".join(footer.split())
+    return words[-120:].split(". ", 1)[-1] if ". " in words[-120:] else words[-120:]
+
+
 # Plain-text parts are read in clients that show lines as they come: templates are wrapped by
 # hand, but an event's name, a theme or a person's name inserted into them makes lines of 90 to
 # 110 characters (issue 18). So the text is wrapped after rendering, at the width mail uses.

@@ -49,7 +49,7 @@ def _excerpt(text: str) -> str:
 
 
 def _read(record: MailRecord, options: Options) -> Reading:
-    body = split_body(record.text, record.subject)
+    body = split_body(record.text, record.subject, own_closing=options.own_closing)
     att_text, att_notes = attachment_text(record.attachments) if record.attachments else ("", [])
     ctx = build_context(record, body, options, att_text)
     decision = classify(ctx)

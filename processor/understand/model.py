@@ -30,6 +30,9 @@ class Options:
     # sender (a pass, for the From's own domain); empty: nothing vouches, and the topmost header
     # is read for a fail only (which sends the mail to an organiser).
     trusted_authserv_ids: frozenset[str] = frozenset()
+    # The last words of every mail the desk sends (whitespace folded): a participant who answers
+    # below an Outlook quote of our mail, which marks no line with '>', wrote what follows them.
+    own_closing: str = ""
     # What names this event in a mail (lowercased phrases: its name, acronym, session themes) and its
     # session dates (ISO yyyy-mm-dd); from config, see evidence.event_terms. Empty: the event is not
     # known, and a reading does not need the event to be named to act.

@@ -200,7 +200,7 @@ MAX_OWN_CHARS = 20_000
 MAX_SCAN_CHARS = 60_000
 
 
-def split_body(text: str, subject: str = "", depth: int = 0) -> Body:
+def split_body(text: str, subject: str = "", depth: int = 0, *, own_closing: str = "") -> Body:
     text = text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_SCAN_CHARS]
     forward_marker = _FORWARD.search(text)
     is_forward_subject = bool(_FORWARD_SUBJECT.match(subject or ""))
@@ -238,11 +238,17 @@ def split_body(text: str, subject: str = "", depth: int = 0) -> Body:
         quote_header = quoted.split("\n", 2)[0] if quoted else ""
         # Some people answer *below* the quote header (bottom-posting): if nothing is above it, read
         # the non-quoted lines below.
-        if not re.search(r"\w", own_text):
+        if not re.search(r"[^\W_]", own_text):  # a rule of underscores (Outlook on the web) is no text
             below = _strip_quoted_lines(quoted)
             fields, pos = parse_header_block(quoted)
             if not fields:
                 own_text = below[below.find("\n") + 1:] if "\n" in below else ""
+            elif own_closing:
+                # An Outlook quote marks no line: below a quote of the desk's own mail, the
+                # writer's words are what follows that mail's last words.
+                end = _end_of(quoted, own_closing)
+                if end is not None and re.search(r"\w", quoted[end:]):
+                    own_text, quoted = quoted[end:], quoted[:end]
     else:
         m = _WROTE_SHORT.search(text)
         if m and m.start() > 0:
@@ -253,6 +259,15 @@ def split_body(text: str, subject: str = "", depth: int = 0) -> Body:
     body, signature = split_signature(own_text)
     return Body(own=Segment(body.strip("\n"), signature=signature), forwarded=forwarded, quoted=quoted,
                 is_forward=is_forward, quote_header=quote_header)
+
+
+def _end_of(text: str, words: str) -> int | None:
+    """Where the last occurrence of `words` ends in `text`, however the text breaks its lines."""
+    pattern = r"\s+".join(re.escape(word) for word in words.split()[-12:])
+    last = None
+    for last in re.finditer(pattern, text[-MAX_SCAN_CHARS:], re.IGNORECASE):
+        pass
+    return None if last is None else len(text) - len(text[-MAX_SCAN_CHARS:]) + last.end()
 
 
 def is_reply_subject(subject: str) -> bool:
