@@ -12,7 +12,7 @@ from processor.understand.extract import MAX_CANDIDATES
 from processor.clock import Clock
 from processor.desk import pipeline
 from processor.mail.imap import Mailbox
-from tests.test_waitlist import NOW, START, Desk
+from tests.test_waitlist import NOW, Desk
 
 DESK = "inschrijvingen@desk.example"
 OPTIONS = Options(own_addresses=frozenset({DESK}), domain_organisations={"stad.example": "Stad Voorbeeld"})
