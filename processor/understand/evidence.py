@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from .parse import MailRecord
+from .people import _COMPANY, domain_of, is_government_domain, is_webmail
 from .text import is_forward_subject, is_reply_subject
 
 # The sum of weights a signup or cancellation needs to be acted on without a person: the event named
@@ -239,8 +240,6 @@ class Assessment:
 
 def assess(ctx, kind: str, participants) -> Assessment:
     """The evidence for acting on a signup or cancellation without a person. ctx: classify.Context."""
-    from .extract import _COMPANY, domain_of, is_government_domain, is_webmail  # noqa: PLC0415 - extract imports classify
-
     rec = ctx.record
     options = ctx.options
     table = options.domain_organisations
