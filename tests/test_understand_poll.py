@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from processor.desk import review
 from tests.test_desk import people
 from tests.test_waitlist import Desk, plain_mail, sign_up
 
@@ -66,8 +67,10 @@ def test_afmelden_in_reply_to_the_confirmation_frees_the_seat(desk, style, where
     own = f"afmelden\n\n{name}"
     body = f"{own}\n\n{history}\n" if where == "top" else f"{history}\n\n{own}\n"
 
+    # No Authentication-Results (the shipped default trusts none): the answer to our own mail,
+    # naming its Message-ID, is what shows the participant wrote it.
     desk.arrive(plain_mail(name, email, "RE: " + confirmation["Subject"].strip(), body,
-                           in_reply_to=confirmation["Message-ID"]))
+                           in_reply_to=confirmation["Message-ID"], auth=None))
     desk.poll()
 
     state = desk.status()
@@ -76,3 +79,21 @@ def test_afmelden_in_reply_to_the_confirmation_frees_the_seat(desk, style, where
     assert DESK not in state
     assert desk.subjects_to(email)[-1] == "Uitschrijving bevestigd"
     assert not desk.mails_to(DESK)
+
+
+def test_afmelden_naming_a_mail_sent_to_someone_else_waits_for_the_participant(desk):
+    """A forger who quotes another person's confirmation (or guesses nothing at all) does not
+    cancel anyone: the participant is asked first, from her own address (issue 16)."""
+    persons = people(21)
+    sign_up(desk, persons)
+    name, email, _ = persons[2]
+    someone_elses = desk.mails_to(persons[5][1])[0]
+    desk.arrive(plain_mail(name, email, "RE: " + someone_elses["Subject"].strip(), "afmelden",
+                           in_reply_to=someone_elses["Message-ID"], auth=None))
+    desk.poll()
+
+    assert desk.status()[email]["status"] == "confirmed"
+    assert desk.status()[persons[20][1]]["status"] == "waitlisted"
+    assert "Uitschrijving bevestigd" not in desk.subjects_to(email)
+    # Without a key for confirmation links (none is set here) it waits for an organiser.
+    assert [i for i in review.review_items(desk.store) if i["sender"] == email]

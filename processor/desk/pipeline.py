@@ -162,6 +162,12 @@ def apply_registration(w: Work) -> bool:
     return True
 
 
+def answers_our_mail(w: Work) -> bool:
+    """The mail replies to (In-Reply-To or References) a mail the desk sent to its own sender."""
+    named = sorted({i for i in (w.reading.in_reply_to, *w.reading.references) if i})
+    return bool(named and w.reading.sender) and w.reading.sender.lower() in w.store.recipients_of_sent(named)
+
+
 def apply_cancellation(w: Work) -> bool:
     if w.reading.kind != "cancellation":
         return False
@@ -171,8 +177,10 @@ def apply_cancellation(w: Work) -> bool:
         w.set_aside("needs_review", problem, problem)
     # Anyone can write any From. Without our server's verdict that the sender is who the From
     # says ("fail" was held before), a withdrawal waits for the participant's own confirmation
-    # from their registered address, or for an organiser (issue 16).
-    confirm_first = w.reading.authentication != "pass"
+    # from their registered address, or for an organiser (issue 16). An answer to a mail the
+    # desk sent to that very address is such a confirmation already: it names our Message-ID,
+    # which only the mail's recipient has seen, as a confirmation link carries its code.
+    confirm_first = w.reading.authentication != "pass" and not answers_our_mail(w)
     substitutes = [p for p in w.reading.substitutes if p.email]
     if w.reading.substitutes:
         if len(targets.found) == 1 and len(substitutes) == 1 and not targets.unknown:
