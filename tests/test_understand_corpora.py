@@ -53,10 +53,8 @@ def spamassassin(tmp_path_factory) -> Path:
 def _options():
     """The options `leernetwerk parse` uses: the default config's event, organisations and addresses."""
     from processor import config as config_module
-    try:
-        from processor.desk import pipeline
-    except ImportError:  # the desk's modules may live in a package of their own
-        from processor.desk import pipeline
+    from processor.desk import pipeline
+
     return pipeline.understanding_options(config_module.load(None))
 
 
