@@ -3,6 +3,7 @@ on: the mail before it is answered and the mail after it applied (a real poll, D
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 
@@ -55,20 +56,17 @@ def desk(dovecot, smtp_server, tmp_path, monkeypatch):
 
 def spinning_options(settings, table=SpinningTable) -> Options:
     options = pipeline_understanding_options(settings)
-    return Options(own_addresses=options.own_addresses, own_message_id_domain=options.own_message_id_domain,
-                   domain_organisations=table(dict(options.domain_organisations)),
-                   max_participants=options.max_participants,
-                   trusted_authserv_ids=options.trusted_authserv_ids)
+    return dataclasses.replace(options, domain_organisations=table(dict(options.domain_organisations)))
 
 
 pipeline_understanding_options = pipeline.understanding_options
 
 
-def test_a_mail_over_its_cpu_budget_is_set_aside_and_the_poll_goes_on(desk, smtp_server, monkeypatch):
-    monkeypatch.setattr(readahead, "MAIL_CPU_SECONDS", 2)
-    monkeypatch.setattr(pipeline, "understanding_options", spinning_options)
+def set_aside_between_two_signups(desk, smtp_server, name: str, address: str) -> str:
+    """Poll a mail between two signups: the two are confirmed and answered, it is quarantined.
+    Returns the reason it was set aside with."""
     desk.arrive(signup("Eerste Persoon", "eerste@stad.be", "Stad Gent", date=START))
-    desk.arrive(signup("Traag Bericht", f"traag@{SPIN_DOMAIN}", "Stad Traag", date=START))
+    desk.arrive(signup(name, address, "Stad Traag", date=START))
     desk.arrive(signup("Derde Persoon", "derde@stad.be", "Stad Gent", date=START))
 
     started = time.monotonic()
@@ -79,11 +77,19 @@ def test_a_mail_over_its_cpu_budget_is_set_aside_and_the_poll_goes_on(desk, smtp
     status = desk.status()
     assert status["eerste@stad.be"]["status"] == "confirmed"
     assert status["derde@stad.be"]["status"] == "confirmed"
-    assert f"traag@{SPIN_DOMAIN}" not in status
+    assert address not in status
     assert {r for m in smtp_server.messages for r in m.rcpt_tos} >= {"eerste@stad.be", "derde@stad.be"}
     row = desk.store.conn.execute(
         "SELECT state, error FROM messages WHERE state = 'quarantined'").fetchone()
-    assert row is not None and "budget" in row["error"] and "rekentijd" in row["error"]
+    assert row is not None and "budget" in row["error"]
+    return row["error"]
+
+
+def test_a_mail_over_its_cpu_budget_is_set_aside_and_the_poll_goes_on(desk, smtp_server, monkeypatch):
+    monkeypatch.setattr(readahead, "MAIL_CPU_SECONDS", 2)
+    monkeypatch.setattr(pipeline, "understanding_options", spinning_options)
+    error = set_aside_between_two_signups(desk, smtp_server, "Traag Bericht", f"traag@{SPIN_DOMAIN}")
+    assert "rekentijd" in error
 
 
 def test_a_mail_whose_reading_blocks_is_set_aside_after_the_wall_clock_limit(desk, smtp_server,
@@ -91,23 +97,8 @@ def test_a_mail_whose_reading_blocks_is_set_aside_after_the_wall_clock_limit(des
     monkeypatch.setattr(readahead, "MAIL_WALL_SECONDS", 3, raising=False)
     monkeypatch.setattr(pipeline, "understanding_options",
                         lambda settings: spinning_options(settings, SleepingTable))
-    desk.arrive(signup("Eerste Persoon", "eerste@stad.be", "Stad Gent", date=START))
-    desk.arrive(signup("Slapend Bericht", f"slaap@{SLEEP_DOMAIN}", "Stad Slaap", date=START))
-    desk.arrive(signup("Derde Persoon", "derde@stad.be", "Stad Gent", date=START))
-
-    started = time.monotonic()
-    report = desk.poll()
-    assert time.monotonic() - started < 60
-
-    assert report.quarantined == 1 and report.applied == 2
-    status = desk.status()
-    assert status["eerste@stad.be"]["status"] == "confirmed"
-    assert status["derde@stad.be"]["status"] == "confirmed"
-    assert f"slaap@{SLEEP_DOMAIN}" not in status
-    assert {r for m in smtp_server.messages for r in m.rcpt_tos} >= {"eerste@stad.be", "derde@stad.be"}
-    row = desk.store.conn.execute(
-        "SELECT state, error FROM messages WHERE state = 'quarantined'").fetchone()
-    assert row is not None and "budget" in row["error"] and "3 s" in row["error"]
+    error = set_aside_between_two_signups(desk, smtp_server, "Slapend Bericht", f"slaap@{SLEEP_DOMAIN}")
+    assert "3 s" in error
     # The blocked helper was killed, not left asleep beside the worker.
     assert multiprocessing.active_children() == []
 
