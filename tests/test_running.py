@@ -9,6 +9,7 @@ import sqlite3
 import time
 
 from tests.desk import WorkerProcess, signup
+from tests.test_idle import wait_until
 from tests.test_desk import write_config
 
 ARRIVED = dt.datetime(2018, 5, 14, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
@@ -41,13 +42,6 @@ def arrive(dovecot, n: int) -> None:
                               f"Gemeente {i % 7}", date=when), when)
 
 
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def warnings(log: str) -> list[str]:

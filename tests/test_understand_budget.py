@@ -11,6 +11,7 @@ import tracemalloc
 import zipfile
 
 from processor.understand import Options, understand
+from tests.test_understand_linear import made_up as made_up_name
 from processor.understand.attachments import MAX_DOCUMENT_XML_BYTES, attachment_text
 from processor.understand.parse import Attachment
 
@@ -47,12 +48,6 @@ def timed(raw: bytes):
     return reading, time.process_time() - start
 
 
-def made_up_name(i: int) -> str:
-    letters = ""
-    for _ in range(4):
-        letters += chr(97 + i % 26)
-        i //= 26
-    return letters
 
 
 def test_attachment_line_of_spaces_between_letters():

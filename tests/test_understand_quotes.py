@@ -8,22 +8,15 @@ here, by hand; none is taken from a measuring corpus.
 """
 from __future__ import annotations
 
+import dataclasses
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
-from processor.understand import Options, load_domain_organisations, understand
+from processor.understand import understand
+from tests.test_understand_evidence import DESK, MSGID_DOMAIN, OPTIONS as EVIDENCE_OPTIONS
 
-ROOT = Path(__file__).resolve().parents[1]
-DESK = "duurzameontwikkeling@vlaanderen.be"
-MSGID_DOMAIN = "leernetwerk.duurzameontwikkeling.vlaanderen.be"
-OPTIONS = Options(
-    own_addresses=frozenset({DESK}),
-    own_message_id_domain=MSGID_DOMAIN,
-    domain_organisations=load_domain_organisations(ROOT / "config" / "organisations.toml"),
-    event_terms=("leernetwerk", "sustainable development goals", "sdg"),
-)
+OPTIONS = dataclasses.replace(EVIDENCE_OPTIONS, event_terms=("leernetwerk", "sustainable development goals", "sdg"))
 PERSON = ("Roosmarijn Quirijnen", "roosmarijn.quirijnen@lier.be")
 
 CONFIRMATION = """Beste Roosmarijn Quirijnen,
