@@ -105,6 +105,7 @@ def test_understanding_is_linear_in_hostile_text(place, units):
     small = cpu_seconds(mail(place, hostile_text(units, SIZE)))
     large = cpu_seconds(mail(place, hostile_text(units, 2 * SIZE)))
     assert large < 1.0, (place, units, small, large)
-    # Below a few milliseconds the ratio is noise; the bound on 100 KB then says enough.
-    if small > 0.02:
+    # Below some 50 ms the ratio is noise on a loaded 2-core machine (32 ms against 89 ms was
+    # seen once, 36 ms against 63 ms when measured again); the bound on 100 KB then says enough.
+    if small > 0.05:
         assert large / small <= 2.5, (place, units, small, large)
