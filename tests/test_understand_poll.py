@@ -97,3 +97,28 @@ def test_afmelden_naming_a_mail_sent_to_someone_else_waits_for_the_participant(d
     assert "Uitschrijving bevestigd" not in desk.subjects_to(email)
     # Without a key for confirmation links (none is set here) it waits for an organiser.
     assert [i for i in review.review_items(desk.store) if i["sender"] == email]
+
+
+def test_a_mail_copied_to_a_registrant_confirms_nobodys_cancellation(desk):
+    """A colleague's confirmation went to her and, in Cc, to the manager who signed her up: each
+    of them has seen its Message-ID, so neither may cancel the other by answering it (a review
+    found the manager could cancel her even after she signed up herself, and she him)."""
+    lead, colleague = ("Lode Mertens", "lode.mertens@gent.be"), ("Carla Peeters", "carla.peeters@gent.be")
+    desk.arrive(plain_mail(*lead, "Inschrijving Leernetwerk SDG",
+                           "Beste,\n\nGraag schrijf ik mij in voor het Leernetwerk Sustainable Development "
+                           f"Goals, en ook mijn collega {colleague[0]} ({colleague[1]}).\n\n"
+                           f"Met vriendelijke groeten,\n{lead[0]}\nStad Gent\n"))
+    desk.poll()
+    [copied] = [m.message for m in desk.smtp.messages
+                if colleague[1] in m.rcpt_tos and lead[1] in m.rcpt_tos]
+    # She signs up herself: from now on she alone decides about her seat.
+    desk.arrive(plain_mail(*colleague, "Inschrijving Leernetwerk SDG",
+                           "Graag schrijf ik mij in voor het Leernetwerk SDG.\n\nCarla Peeters\nStad Gent\n"))
+    desk.poll()
+
+    for forger, victim in ((lead, colleague), (colleague, lead)):
+        desk.arrive(plain_mail(*victim, "RE: " + copied["Subject"].strip(), "afmelden",
+                               in_reply_to=copied["Message-ID"], auth=None))
+        desk.poll()
+        assert desk.status()[victim[1]]["status"] == "confirmed", (forger, victim)
+        assert "Uitschrijving bevestigd" not in desk.subjects_to(victim[1])

@@ -162,10 +162,14 @@ def apply_registration(w: Work) -> bool:
     return True
 
 
-def answers_our_mail(w: Work) -> bool:
-    """The mail replies to (In-Reply-To or References) a mail the desk sent to its own sender."""
+def answers_our_mail(w: Work, row) -> bool:
+    """The participant's own answer to a mail the desk sent about this registration to her
+    alone: it names that mail's Message-ID, which nobody else was shown. A mail with a Cc (a
+    registrant's copy) does not count: the one copied could otherwise cancel the other."""
     named = sorted({i for i in (w.reading.in_reply_to, *w.reading.references) if i})
-    return bool(named and w.reading.sender) and w.reading.sender.lower() in w.store.recipients_of_sent(named)
+    sender = (w.reading.sender or "").lower()
+    return bool(named) and sender == row["email"].lower() and \
+        row["id"] in w.store.registrations_mailed_alone(named, sender)
 
 
 def apply_cancellation(w: Work) -> bool:
@@ -177,15 +181,17 @@ def apply_cancellation(w: Work) -> bool:
         w.set_aside("needs_review", problem, problem)
     # Anyone can write any From. Without our server's verdict that the sender is who the From
     # says ("fail" was held before), a withdrawal waits for the participant's own confirmation
-    # from their registered address, or for an organiser (issue 16). An answer to a mail the
-    # desk sent to that very address is such a confirmation already: it names our Message-ID,
-    # which only the mail's recipient has seen, as a confirmation link carries its code.
-    confirm_first = w.reading.authentication != "pass" and not answers_our_mail(w)
+    # from their registered address, or for an organiser (issue 16). The participant's answer
+    # to a mail the desk sent her alone about that registration is such a confirmation already:
+    # it names our Message-ID (random), as a confirmation link carries its code.
+    def confirm_first(row) -> bool:
+        return w.reading.authentication != "pass" and not answers_our_mail(w, row)
+
     substitutes = [p for p in w.reading.substitutes if p.email]
     if w.reading.substitutes:
         if len(targets.found) == 1 and len(substitutes) == 1 and not targets.unknown:
             withdrawn, newcomer = targets.found[0], substitutes[0]
-            if confirm_first and registry.substitute_allowed(w.store, w.settings, withdrawn,
+            if confirm_first(withdrawn) and registry.substitute_allowed(w.store, w.settings, withdrawn,
                                                              newcomer):
                 if bymail.ask_participant(w, "substitute", withdrawn, newcomer):
                     return True
@@ -193,7 +199,7 @@ def apply_cancellation(w: Work) -> bool:
                     "held_for_review", f"substitution of {withdrawn['email']} by "
                     f"{newcomer.email} from a sender our mail server did not vouch for: an "
                     "organiser confirms it", "substitute waits for an organiser")
-            if not confirm_first and registry.substitute(w.store, w.settings, withdrawn,
+            if not confirm_first(withdrawn) and registry.substitute(w.store, w.settings, withdrawn,
                                                          newcomer, origin, w.now, w.outcome):
                 return True
         # A substitute the rules do not cover: nothing changes until an organiser decides.
@@ -202,7 +208,7 @@ def apply_cancellation(w: Work) -> bool:
             f"(policy {w.settings.registration.substitutes}): an organiser decides",
             "substitute needs an organiser")
     for row in targets.found:
-        if confirm_first:
+        if confirm_first(row):
             if not bymail.ask_participant(w, "cancel", row):
                 w.set_aside("held_for_review", f"cancellation of {row['email']} from a sender "
                             "our mail server did not vouch for: an organiser confirms it",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP, EmailPolicy
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -258,7 +258,10 @@ def render(settings: Settings, kind: str, context: dict, *, wrap_items: bool = T
 
 
 def new_message_id(settings: Settings) -> str:
-    return make_msgid(idstring="leernetwerk", domain=settings.smtp.message_id_domain)
+    # From the OS's random source: an answer naming one of our Message-IDs may confirm a
+    # cancellation, so they must not be predictable (make_msgid uses random.getrandbits, whose
+    # state 312 consecutive IDs reveal).
+    return f"<{secrets.token_urlsafe(18)}.leernetwerk@{settings.smtp.message_id_domain}>"
 
 
 # A display name is a greeting, not a message: a 2,000-character one made a header line longer

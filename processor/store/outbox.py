@@ -66,6 +66,17 @@ class OutboxQueries:
             "SELECT DISTINCT lower(j.value) FROM outbox o JOIN json_each(o.recipients) j"
             f" WHERE o.message_id IN ({marks}) AND o.state = 'sent'", message_ids)}
 
+    def registrations_mailed_alone(self, message_ids: list[str], address: str) -> set[int]:
+        """The registrations whose sent mails with these Message-IDs went to `address` alone."""
+        if not message_ids:
+            return set()
+        marks = ",".join("?" * len(message_ids))
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT o.registration_id FROM outbox o"
+            f" WHERE o.message_id IN ({marks}) AND o.state = 'sent' AND o.registration_id IS NOT NULL"
+            " AND json_array_length(o.recipients) = 1"
+            " AND lower(json_extract(o.recipients, '$[0]')) = ?", (*message_ids, address.lower()))}
+
     def holds_mail(self, outbox_id: int, message_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM outbox WHERE id = ? AND message_id = ?",
                                  (outbox_id, message_id)).fetchone() is not None
