@@ -577,3 +577,18 @@ def test_the_digest_and_answers_coming_back_to_the_desk_are_never_input(desk):
     assert snapshot(desk) == frozen
     assert mails_since(desk, before) == []
     assert desk.store.conn.execute("SELECT COUNT(*) FROM used_tokens").fetchone()[0] == 1
+
+
+def test_refusals_to_an_organisers_address_are_few_and_never_echo_the_subject(desk):
+    """Anyone can write an organiser's From: refusals to it carry none of the mail's own words,
+    and at most REFUSALS_PER_DAY go out in a day (a review sent eight, each with a phishing line)."""
+    first_day(desk)
+    before = len(desk.smtp.messages)
+    bait = "Uw wachtwoord verloopt vandaag, log in op https://evil.example/login"
+    for i in range(bymail.REFUSALS_PER_DAY + 3):
+        desk.arrive(plain_mail("Ann Organisator", ANN, f"{bait} LN-i-m1-1-{'a' * 24}", "x"))
+    desk.poll(at(21, 9))
+    refusals = mails_since(desk, before)
+    assert 0 < len(refusals) <= bymail.REFUSALS_PER_DAY
+    for refusal in refusals:
+        assert "evil.example" not in refusal.data.decode("utf-8", "replace")

@@ -35,6 +35,8 @@ from processor.understand.model import Participant
 
 log = logging.getLogger(__name__)
 
+# Refusals an organiser's address gets in a day at most (each counts in the daily reply log).
+REFUSALS_PER_DAY = 5
 ANSWER_KIND = "organiser_answer"
 MAX_MAILTO = 2000        # Outlook opens mailto: links up to about this length
 
@@ -541,8 +543,14 @@ def _answer(w, *, subject: str, refused: str | None = None, summary: str = "",
     if done is None:
         done = [f"{DONE.get(e['action'], e['action'])}: {compose.clean(e['email'] or '-')}"
                 for e in (result.events if result else []) if e["action"] in DONE]
+    # Refusals answer mail anyone can forge in an organiser's name: at most a few a day, and
+    # without the mail's own subject, which would carry a forger's text in the desk's name.
+    if refused and w.store.replies_to_since(sender, w.now - dt.timedelta(days=1)) >= REFUSALS_PER_DAY:
+        w.log("refusal_capped", f"refusal to {sender} not sent: {REFUSALS_PER_DAY} a day at most")
+        return
     # The organiser's subject without its code: a reply to the answer is no second decision.
-    echoed = compose.clean(tokens.PATTERN.sub("", w.reading.subject or "")).strip(" []")[:120]
+    echoed = "" if refused else \
+        compose.clean(tokens.PATTERN.sub("", w.reading.subject or "")).strip(" []")[:120]
     answer = {"subject": f"{subject}: {echoed}" if echoed else subject,
               "refused": refused, "summary": summary, "done": done,
               "mailed": mailed if mailed is not None else _mailed_lines(result),
@@ -555,8 +563,10 @@ def _answer(w, *, subject: str, refused: str | None = None, summary: str = "",
     msg = compose.build(w.settings, rendered, to=[(w.reading.sender_name, sender)],
                         in_reply_to=w.reading.message_id, references=w.reading.references[-10:],
                         now=w.now, attachments=list(files))
-    w.store.queue_mail(kind=ANSWER_KIND, priority=registry.REPLY_PRIORITY,
-                       order_key=w.message["arrived_at"], sender=w.settings.smtp.from_address,
-                       recipients=[sender], message_id=msg["Message-ID"], raw=bytes(msg),
-                       registration_id=None, source_message=w.message["id"], now=w.now)
+    outbox_id = w.store.queue_mail(
+        kind=ANSWER_KIND, priority=registry.REPLY_PRIORITY, order_key=w.message["arrived_at"],
+        sender=w.settings.smtp.from_address, recipients=[sender], message_id=msg["Message-ID"],
+        raw=bytes(msg), registration_id=None, source_message=w.message["id"], now=w.now)
+    if refused:
+        w.store.log_replies([sender], outbox_id, w.now)
     w.outcome.replies += 1
