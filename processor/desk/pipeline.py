@@ -70,6 +70,11 @@ def hold_oversized(w: Work) -> bool:
 _BOUNCE_SCAN_BYTES = 256 * 1024
 
 
+def thread_ids(reading) -> set[str]:
+    """The Message-IDs a mail answers: In-Reply-To and References."""
+    return {i for i in (reading.in_reply_to, *reading.references) if i}
+
+
 def our_message_ids(raw: bytes, domain: str) -> set[str]:
     """The desk's own Message-IDs a mail names anywhere in its first bytes: In-Reply-To,
     References, or the returned original's headers (message/rfc822, text/rfc822-headers)."""
@@ -88,7 +93,7 @@ def hold_foreign_bounces(w: Work) -> bool:
     if w.reading.kind != "bounce" or not w.reading.bounced_recipients:
         return False
     named = our_message_ids(w.message["raw"], w.settings.smtp.message_id_domain)
-    named |= {i for i in (w.reading.in_reply_to, *w.reading.references) if i}
+    named |= thread_ids(w.reading)
     sent_to = w.store.recipients_of_sent(sorted(named))
     strangers = [r for r in w.reading.bounced_recipients if r.lower() not in sent_to]
     if not strangers:
@@ -166,7 +171,7 @@ def answers_our_mail(w: Work, row) -> bool:
     """The participant's own answer to a mail the desk sent about this registration to her
     alone: it names that mail's Message-ID, which nobody else was shown. A mail with a Cc (a
     registrant's copy) does not count: the one copied could otherwise cancel the other."""
-    named = sorted({i for i in (w.reading.in_reply_to, *w.reading.references) if i})
+    named = sorted(thread_ids(w.reading))
     sender = (w.reading.sender or "").lower()
     return bool(named) and sender == row["email"].lower() and \
         row["id"] in w.store.registrations_mailed_alone(named, sender)

@@ -170,8 +170,8 @@ def closing_words(settings: Settings, now: dt.datetime) -> str:
     A reply typed *below* an Outlook quote, which marks no quoted line with '>', starts after them."""
     footer = _environment(settings.templates_dir).get_template("_footer.txt").render(
         event_context(settings, now))
-    words = " ".join(footer.split())
-    return words[-120:].split(". ", 1)[-1] if ". " in words[-120:] else words[-120:]
+    tail = " ".join(footer.split())[-120:]
+    return tail.split(". ", 1)[-1]
 
 
 # Plain-text parts are read in clients that show lines as they come: templates are wrapped by
